@@ -1,0 +1,450 @@
+"""Simulating a whole region: tiles, parcels, crop seasons, scenes, STAC catalog and ground truth.
+
+Output layout (all written under a temporary folder, renamed into place when complete)::
+
+    OUT/region.json                  the configuration and what was written
+    OUT/parcels.parquet              declared parcels (GeoParquet, EPSG:4326): parcel_id, declared_code
+    OUT/stac/catalog.json            a static STAC catalog; collections sentinel-2-l2a, sentinel-2-l1c,
+    OUT/stac/<collection>/...        sentinel-1-grd; one folder per item with its JSON and COG assets
+    OUT/stac/items.parquet           all items as stac-geoparquet (the embedded search index)
+    OUT/truth/parcels.parquet        true crop class, tillage, sowing/emergence/harvest dates, damage
+    OUT/truth/events.parquet         dated events: sowing, emergence, mowing, harvest, ploughing
+    OUT/truth/damage.parquet         damaged patches (GeoParquet, EPSG:4326), area in ha and % of parcel
+    OUT/truth/cloudmask/<id>.tif     the true 5-class cloud mask of each S2 scene (10 m)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import stac_geoparquet.arrow
+
+import kz_pipelines
+from kz_pipelines.labels import CropClass, load_taxonomy
+from kz_pipelines.raster import GridSpec
+from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
+from kz_pipelines.sim.clouds import make_clouds, scene_classification
+from kz_pipelines.sim.config import SimConfig
+from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape
+from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moisture
+from kz_pipelines.sim.render import DayState, render_l1c, render_l2a, render_s1, render_surface, s1_coherence
+from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
+from kz_pipelines.sim.stac_items import (
+    S1_COLLECTION, S2_COLLECTIONS, collection_dict, footprint, s1_item, s2_item,
+)
+from kz_pipelines.storage import write_cog, write_json
+from kz_pipelines.tiles import S2Tile, s2_tile
+
+__all__ = ["SimOutputError", "TileWorld", "build_tile", "day_state", "simulate"]
+
+Progress = Callable[[int, int, str], None]
+"""Callback (done, total, label) called after each scene."""
+
+_EVENT_TYPES = ("mowing", "harvest", "ploughing")
+
+
+class SimOutputError(OSError):
+    """The output folder cannot be written (exists, not writable, ...)."""
+
+
+@dataclass
+class TileWorld:
+    """Everything simulated for one tile, before any scene is rendered.
+
+    Attributes:
+        index: position of the tile in the configuration.
+        tile: the Sentinel-2 tile.
+        grid: the published 10 m window grid (size_px x size_px).
+        land: the landscape on the render grid (the window padded to a multiple of 60 m).
+        classes: crop class per parcel.
+        declared: declared crop code per parcel.
+        parcel_ids: parcel id per parcel.
+        calendars: crop season per parcel.
+        green, dry, rough, damage, moisture: per parcel index (0 = background) and day, (n + 1, days).
+        meadow: background grass green cover per day, (days,).
+    """
+
+    index: int
+    tile: S2Tile
+    grid: GridSpec
+    land: Landscape
+    classes: list[CropClass]
+    declared: list[str]
+    parcel_ids: list[str]
+    calendars: list[CropCalendar]
+    green: np.ndarray
+    dry: np.ndarray
+    rough: np.ndarray
+    damage: np.ndarray
+    moisture: np.ndarray
+    meadow: np.ndarray
+
+
+def _render_grid(grid: GridSpec) -> GridSpec:
+    size = math.ceil(grid.width / 6) * 6
+    return GridSpec(grid.epsg, grid.x0, grid.y0, grid.resolution, size, size)
+
+
+def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> TileWorld:
+    """Lay out one tile's parcels and simulate their crop seasons (no rendering yet)."""
+    tile = s2_tile(cfg.tile_ids[index])
+    grid = tile.window(cfg.size_px)
+    rng = np.random.default_rng([cfg.seed, index, 0])
+    taxonomy = load_taxonomy()
+    damaged = rng.random(n_parcels) < 0.12
+    land = make_landscape(_render_grid(grid), n_parcels, damaged, rng)
+    n = len(land.fields)
+    freq = np.array([c.frequency for c in taxonomy.classes])
+    classes = [taxonomy.classes[i] for i in rng.choice(len(freq), size=n, p=freq / freq.sum())]
+    codes = [c.codes["sim"][0] for c in taxonomy.classes]
+    declared = []
+    for c in classes:
+        u = rng.random()
+        declared.append("9999" if u < 0.005 else str(rng.choice(codes)) if u < 0.03 else c.codes["sim"][0])
+    dates = pd.date_range(cfg.start, cfg.end, freq="D")
+    doy = dates.dayofyear.to_numpy()
+    calendars = [
+        simulate_calendar(rng, c.group, c.name, c.arable, doy, bool(damaged[i]) and c.arable)
+        for i, c in enumerate(classes)
+    ]
+    mv = soil_moisture(np.random.default_rng([cfg.seed, 99]), doy)
+    days = len(doy)
+    green = np.zeros((n + 1, days), np.float32)
+    dry, rough = np.zeros_like(green), np.zeros_like(green)
+    damage = np.ones_like(green)
+    for i, cal in enumerate(calendars):
+        green[i + 1], dry[i + 1], rough[i + 1] = cal.green, cal.dry, cal.rough
+        if cal.damage_day is not None:
+            ramp = np.clip((np.arange(days) - cal.damage_day) / 10.0, 0.0, 1.0)
+            damage[i + 1] = 1.0 - cal.damage_severity * ramp
+    offsets = np.concatenate([[0.0], rng.normal(0.0, 0.02, n)])
+    moisture = np.clip(mv[None, :] + offsets[:, None], 0.05, 0.45).astype(np.float32)
+    meadow = (0.3 + 0.45 / (1 + np.exp(-(doy - 120) / 8.0)) - 0.2 / (1 + np.exp(-(doy - 260) / 10.0)))
+    return TileWorld(
+        index=index, tile=tile, grid=grid, land=land, classes=classes, declared=declared,
+        parcel_ids=[f"P{first_id + i:06d}" for i in range(n)], calendars=calendars,
+        green=green, dry=dry, rough=rough, damage=damage, moisture=moisture,
+        meadow=meadow.astype(np.float32),
+    )
+
+
+def day_state(world: TileWorld, day: int) -> DayState:
+    """The crop state of every parcel of a tile on season day ``day`` (0 = config.start)."""
+    return DayState(
+        green=world.green[:, day], dry=world.dry[:, day], rough=world.rough[:, day],
+        damage=world.damage[:, day], moisture=world.moisture[:, day], meadow=float(world.meadow[day]),
+    )
+
+
+def _block(arr: np.ndarray, f: int, how: str) -> np.ndarray:
+    if f == 1:
+        return arr
+    r, c = arr.shape[0] // f, arr.shape[1] // f
+    view = arr[: r * f, : c * f].reshape(r, f, c, f)
+    return view.mean(axis=(1, 3)) if how == "mean" else view.min(axis=(1, 3))
+
+
+def _to_dn(refl: np.ndarray, valid: np.ndarray, offset_dn: int) -> np.ndarray:
+    dn = np.clip(np.rint(refl * 10000.0) + offset_dn, 1, 65535).astype(np.uint16)
+    dn[~valid] = 0
+    return dn
+
+
+def _write_bands(
+    folder: Path, refl: np.ndarray, valid: np.ndarray, grid: GridSpec, bands: tuple[Any, ...],
+    offset_dn: int, rng: np.random.Generator,
+) -> None:
+    for band in bands:
+        f = band.resolution // 10
+        g = grid.coarsened(band.resolution)
+        values = _block(refl[[b.name for b in BANDS].index(band.name)], f, "mean")[: g.height, : g.width]
+        ok = _block(valid.astype(np.uint8), f, "min")[: g.height, : g.width].astype(bool)
+        noisy = values + rng.normal(0.0, 0.002 / math.sqrt(f), values.shape)
+        write_cog(folder / f"{band.name}.tif", _to_dn(noisy, ok, offset_dn), g, nodata=0)
+
+
+def _item_folder(collection: str, tile: str, when: datetime, item_id: str) -> Path:
+    """An item's folder relative to the catalog root (Earth Search layout: collection/tile/year/month/id)."""
+    return Path(collection) / tile / f"{when:%Y}" / f"{when.month}" / item_id
+
+
+def _s2_scene(
+    cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition, root: Path
+) -> list[tuple[Path, dict[str, Any]]]:
+    day = (acq.time.date() - cfg.start).days
+    surface = render_surface(world.land, day_state(world, day))
+    rng = np.random.default_rng([cfg.seed, world.index, 2, k])
+    clouds = make_clouds(rng, world.land.grid.shape, acq.sun_azimuth, acq.sun_elevation)
+    brightness = float(rng.uniform(0.85, 1.15))
+    l2a = render_l2a(surface, clouds, brightness)
+    idx = [b.name for b in BANDS]
+    scl = scene_classification(
+        rng, clouds, {b: l2a[idx.index(b)] for b in ("B04", "B08", "B11")},
+        world.land.cover == COVER_WATER,
+    )
+    g20 = world.grid.coarsened(20)
+    scl = scl[: g20.height, : g20.width]
+    n = world.grid.width
+    truth = clouds.truth[:n, :n]
+    nodata_pct = float((truth == 0).mean() * 100.0)
+    offset_dn = 1000 if acq.baseline >= "04.00" else 0
+    items = []
+    for level, refl, bands in (("L2A", l2a, L2A_BANDS), ("L1C", None, BANDS)):
+        if level == "L1C" and not cfg.l1c:
+            continue
+        item = s2_item(acq, world.tile, world.grid, level, np.bincount(scl.ravel(), minlength=12), nodata_pct)
+        rel = _item_folder(S2_COLLECTIONS[level], world.tile.tile_id, acq.time, item["id"])
+        folder = root / "stac" / rel
+        values = refl if refl is not None else render_l1c(surface, clouds, brightness)
+        _write_bands(folder, values, clouds.valid, world.grid, bands, offset_dn, rng)
+        if level == "L2A":
+            write_cog(folder / "SCL.tif", scl, g20, nodata=0)
+            write_cog(root / "truth" / "cloudmask" / f"{item['id']}.tif", truth, world.grid, nodata=None)
+        write_json(folder / f"{item['id']}.json", item)
+        items.append((rel, item))
+    return items
+
+
+def _s1_scene(
+    cfg: SimConfig, world: TileWorld, k: int, acq: S1Acquisition, prev: S1Acquisition | None, root: Path
+) -> tuple[Path, dict[str, Any]]:
+    day = (acq.time.date() - cfg.start).days
+    state = day_state(world, day)
+    rng = np.random.default_rng([cfg.seed, world.index, 1, k])
+    n = world.grid.width
+    sigma = render_s1(rng, world.land, state, acq.incidence)
+    item = s1_item(acq, world.grid, with_coherence=prev is not None)
+    rel = _item_folder(S1_COLLECTION, world.tile.tile_id, acq.time, item["id"])
+    folder = root / "stac" / rel
+    for pol in ("vv", "vh"):
+        write_cog(folder / f"{pol}.tif", sigma[pol][:n, :n], world.grid, nodata=0)
+    if prev is not None:
+        d0 = (prev.time.date() - cfg.start).days
+        event = np.zeros(len(world.calendars) + 1, bool)
+        for i, cal in enumerate(world.calendars):
+            event[i + 1] = any(e in _EVENT_TYPES and d0 < d <= day for e, d in cal.events)
+        coh = s1_coherence(rng, world.land, state, event, acq.repeat_days)
+        write_cog(folder / "coh_vv.tif", np.maximum(coh[:n, :n], 1e-4), world.grid, nodata=0)
+    write_json(folder / f"{item['id']}.json", item)
+    return rel, item
+
+
+def _truth_tables(cfg: SimConfig, worlds: list[TileWorld], root: Path) -> None:
+    parcels, truth, events, damage = [], [], [], []
+    start = pd.Timestamp(cfg.start)
+
+    def date_of(day: int | None) -> pd.Timestamp | None:
+        return start + pd.Timedelta(days=day) if day is not None else None
+
+    for w in worlds:
+        for i, (field, cls, cal) in enumerate(zip(w.land.fields, w.classes, w.calendars, strict=True)):
+            pid = w.parcel_ids[i]
+            parcels.append({"parcel_id": pid, "declared_code": w.declared[i], "epsg": w.tile.epsg,
+                            "geometry": field})
+            first = {e: date_of(d) for e, d in reversed(cal.events)}
+            truth.append({
+                "parcel_id": pid, "tile": w.tile.tile_id, "crop_class": cls.id, "crop_name": cls.name,
+                "declared_code": w.declared[i], "arable": cls.arable, "tillage": cal.tillage,
+                "sowing_date": first.get("sowing"), "emergence_date": date_of(cal.emergence),
+                "harvest_date": first.get("harvest"), "damaged": i in w.land.damage_patches,
+                "area_ha": field.area / 1e4,
+            })
+            events += [{"parcel_id": pid, "event": e, "date": date_of(d)} for e, d in cal.events]
+            if i in w.land.damage_patches:
+                patch = w.land.damage_patches[i]
+                damage.append({
+                    "parcel_id": pid, "start_date": date_of(cal.damage_day), "severity": cal.damage_severity,
+                    "area_ha": patch.area / 1e4, "percent_of_parcel": patch.area / field.area * 100.0,
+                    "epsg": w.tile.epsg, "geometry": patch,
+                })
+    def to_wgs84(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
+        frames = [gpd.GeoDataFrame([r for r in rows if r["epsg"] == e], crs=e).to_crs(4326)
+                  for e in sorted({r["epsg"] for r in rows})]
+        cols = [c for c in rows[0] if c != "epsg"] if rows else ["parcel_id", "geometry"]
+        gdf = pd.concat(frames, ignore_index=True) if frames else gpd.GeoDataFrame(columns=cols)
+        return gpd.GeoDataFrame(gdf[cols], geometry="geometry", crs=4326)
+
+    to_wgs84(parcels).to_parquet(root / "parcels.parquet")
+    (root / "truth").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(truth).to_parquet(root / "truth" / "parcels.parquet")
+    pd.DataFrame(events, columns=["parcel_id", "event", "date"]).to_parquet(root / "truth" / "events.parquet")
+    dmg_cols = ["parcel_id", "start_date", "severity", "area_ha", "percent_of_parcel", "epsg", "geometry"]
+    (to_wgs84(damage) if damage else gpd.GeoDataFrame(columns=dmg_cols[:-2] + ["geometry"], geometry="geometry",
+                                                       crs=4326)).to_parquet(root / "truth" / "damage.parquet")
+
+
+def _catalog(cfg: SimConfig, worlds: list[TileWorld], entries: list[tuple[Path, dict[str, Any]]],
+             root: Path) -> None:
+    """Write collections, the catalog and the stac-geoparquet index; entries are (item folder relative
+    to ``root/stac``, item)."""
+    stac = root / "stac"
+    bounds = [footprint(w.grid)[1] for w in worlds]
+    bbox = [min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds),
+            max(b[3] for b in bounds)]
+    start = datetime(cfg.start.year, cfg.start.month, cfg.start.day)
+    end = datetime(cfg.end.year, cfg.end.month, cfg.end.day) + timedelta(days=1) - timedelta(seconds=1)
+    collections = sorted({it["collection"] for _, it in entries})
+    for cid in collections:
+        coll = collection_dict(cid, bbox, start, end)
+        coll["links"] += [
+            {"rel": "item", "href": f"./{rel.relative_to(cid)}/{it['id']}.json", "type": "application/geo+json"}
+            for rel, it in entries if it["collection"] == cid
+        ]
+        write_json(stac / cid / "collection.json", coll)
+    catalog = {
+        "type": "Catalog", "stac_version": "1.0.0", "id": "kz-simulated-region",
+        "description": f"kz_pipelines simulated region (seed {cfg.seed}, tiles {', '.join(cfg.tile_ids)})",
+        "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"},
+                  {"rel": "self", "href": "./catalog.json", "type": "application/json"}]
+        + [{"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"}
+           for cid in collections],
+    }
+    write_json(stac / "catalog.json", catalog)
+    index = []
+    for rel, it in entries:
+        copy = json.loads(json.dumps(it))
+        for asset in copy["assets"].values():
+            asset["href"] = str(rel / asset["href"].removeprefix("./"))
+        copy["links"] = []
+        index.append(copy)
+    table = stac_geoparquet.arrow.parse_stac_items_to_arrow(index)
+    stac_geoparquet.arrow.to_parquet(table, stac / "items.parquet")
+
+
+def _prepare(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise SimOutputError(f"output {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SimOutputError(f"output folder {out} is not empty (pass overwrite to replace it)")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SimOutputError(f"cannot create {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise SimOutputError(f"output folder {parent} is not writable")
+    tmp = parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Simulate the region ``cfg`` into the folder ``out`` (see the module docstring for the layout).
+
+    Nothing appears at ``out`` until the region is complete; on any error the partial output is removed.
+
+    Args:
+        cfg: what to simulate.
+        out: output folder (created; must be empty or absent unless ``overwrite``).
+        overwrite: replace an existing non-empty ``out``.
+        progress: called after each rendered scene with (done, total, label).
+
+    Returns:
+        The summary also written to ``out/region.json``.
+
+    Raises:
+        SimOutputError: if ``out`` cannot be written.
+    """
+    tmp = _prepare(out, overwrite)
+    try:
+        counts = [cfg.n_parcels // len(cfg.tile_ids) + (i < cfg.n_parcels % len(cfg.tile_ids))
+                  for i in range(len(cfg.tile_ids))]
+        worlds = []
+        for i, n in enumerate(counts):
+            worlds.append(build_tile(cfg, i, n, first_id=1 + sum(len(w.calendars) for w in worlds)))
+        plans = []
+        for w in worlds:
+            lon, lat = _centre(w.grid)
+            s2 = s2_schedule(w.tile.tile_id, lat, lon, cfg.start, cfg.end, cfg.seed)
+            s1 = s1_schedule(w.tile.tile_id, lon, cfg.start, cfg.end, cfg.seed)
+            plans.append((w, s2, s1))
+        tasks = [(w.index, "S2", k) for w, s2, _ in plans for k in range(len(s2))]
+        tasks += [(w.index, "S1", k) for w, _, s1 in plans for k in range(len(s1))]
+        global _STATE
+        _STATE = (cfg, plans, tmp)
+        items: list[tuple[Path, dict[str, Any]]] = []
+        workers = min(os.cpu_count() or 1, 4, len(tasks))
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else _Serial() as pool:
+            futures = [pool.submit(_render_task, t) for t in tasks]
+            for done, fut in enumerate(as_completed(futures), start=1):
+                entries, label = fut.result()
+                items += entries
+                if progress:
+                    progress(done, len(tasks), label)
+        items.sort(key=lambda e: (e[1]["collection"], str(e[0])))
+        _truth_tables(cfg, worlds, tmp)
+        _catalog(cfg, worlds, items, tmp)
+        summary = {
+            "kz_pipelines": kz_pipelines.__version__,
+            "config": {**asdict(cfg), "start": cfg.start.isoformat(), "end": cfg.end.isoformat(),
+                       "tiles": list(cfg.tile_ids)},
+            "tiles": {w.tile.tile_id: {"epsg": w.grid.epsg, "bounds": list(w.grid.bounds),
+                                       "parcels": len(w.calendars)} for w in worlds},
+            "parcels": sum(len(w.calendars) for w in worlds),
+            "items": {c: sum(it["collection"] == c for _, it in items)
+                      for c in sorted({it["collection"] for _, it in items})},
+        }
+        summary["config"].pop("tile_ids", None)
+        write_json(tmp / "region.json", summary)
+        if out.exists():
+            trash = out.resolve().parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, trash)
+            shutil.rmtree(trash)
+        os.replace(tmp, out)
+        return summary
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_STATE: tuple[SimConfig, list[tuple[TileWorld, list[S2Acquisition], list[S1Acquisition]]], Path] | None = None
+"""What forked render workers inherit (the worlds are large; they are not pickled per task)."""
+
+
+def _render_task(task: tuple[int, str, int]) -> tuple[list[tuple[Path, dict[str, Any]]], str]:
+    assert _STATE is not None
+    cfg, plans, root = _STATE
+    index, kind, k = task
+    world, s2, s1 = plans[index]
+    if kind == "S2":
+        return _s2_scene(cfg, world, k, s2[k], root), f"S2 {world.tile.tile_id} {s2[k].time:%Y-%m-%d}"
+    acq = s1[k]
+    prev = next((a for a in reversed(s1[:k]) if a.relative_orbit == acq.relative_orbit), None)
+    return [_s1_scene(cfg, world, k, acq, prev, root)], f"S1 {world.tile.tile_id} {acq.time:%Y-%m-%d}"
+
+
+class _Serial:
+    """A stand-in executor that runs tasks in this process (one CPU)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+
+def _centre(grid: GridSpec) -> tuple[float, float]:
+    _, bbox = footprint(grid)
+    return (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+

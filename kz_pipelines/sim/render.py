@@ -1,0 +1,181 @@
+"""Rendering: Sentinel-2 surface and top-of-atmosphere reflectance and Sentinel-1 backscatter and
+coherence of a tile window on one day, from the landscape and the parcels' crop state that day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kz_pipelines.sim.clouds import CloudScene
+from kz_pipelines.sim.landscape import COVER_FOREST, COVER_GRASS, COVER_WATER, Landscape
+from kz_pipelines.sim.spectra import BANDS, SPECTRA, band_index
+
+__all__ = ["ENL", "DayState", "render_l1c", "render_l2a", "render_s1", "render_surface", "s1_coherence"]
+
+ENL = 4.4
+"""Equivalent number of looks of the simulated GRD speckle (Sentinel-1 IW GRDH)."""
+
+
+@dataclass(frozen=True)
+class DayState:
+    """Crop state of every parcel on one day; index 0 is the background (no parcel).
+
+    Attributes:
+        green: green cover per parcel index, 0..1, shape (n_parcels + 1,).
+        dry: dry cover per parcel index, 0..1.
+        rough: soil roughness after tillage per parcel index, 0..1.
+        damage: remaining fraction of green cover in the damaged patch per parcel index, 0..1.
+        moisture: surface soil moisture per parcel index, m3/m3.
+        meadow: green cover of unmanaged background grass that day, 0..1.
+    """
+
+    green: np.ndarray
+    dry: np.ndarray
+    rough: np.ndarray
+    damage: np.ndarray
+    moisture: np.ndarray
+    meadow: float
+
+
+def _covers(land: Landscape, day: DayState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel green cover, dry cover and soil brightness on the 10 m grid."""
+    pid = land.parcel_index
+    green = day.green[pid] * land.vigour
+    dry = day.dry[pid].copy()
+    hit = land.damage_index > 0
+    if hit.any():
+        keep = day.damage[land.damage_index[hit]]
+        dry[hit] += (1.0 - keep) * green[hit] * 0.6
+        green[hit] *= keep
+    grass = land.cover == COVER_GRASS
+    green[grass] = day.meadow * land.vigour[grass]
+    dry[grass] = 0.1
+    wet = 1.15 - 1.2 * (day.moisture[pid] - 0.15)
+    soil = land.soil * wet * (1.0 - 0.25 * day.rough[pid])
+    green = np.clip(green, 0.0, 0.98)
+    dry = np.clip(dry, 0.0, 1.0 - green)
+    return green.astype(np.float32), dry.astype(np.float32), soil.astype(np.float32)
+
+
+def render_surface(land: Landscape, day: DayState) -> np.ndarray:
+    """Cloud-free surface reflectance (BOA) of all 13 bands by linear spectral mixing.
+
+    Returns:
+        Reflectance, shape (13, rows, cols), float32, bands in BANDS order (B10 is 0: it carries
+        no surface signal).
+    """
+    green, dry, soil = _covers(land, day)
+    bare = 1.0 - green - dry
+    forest = land.cover == COVER_FOREST
+    water = land.cover == COVER_WATER
+    out = np.empty((len(BANDS), *land.grid.shape), np.float32)
+    for b in range(len(BANDS)):
+        refl = (
+            green * SPECTRA["green_vegetation"][b]
+            + dry * SPECTRA["dry_vegetation"][b]
+            + bare * soil * SPECTRA["soil"][b]
+        )
+        refl[forest] = SPECTRA["forest"][b] * land.vigour[forest]
+        refl[water] = SPECTRA["water"][b]
+        out[b] = refl
+    out[band_index("B10")] = 0.0
+    return out
+
+
+def _cloud_mix(surface: np.ndarray, clouds: CloudScene, brightness: float, toa: bool) -> np.ndarray:
+    path = SPECTRA["path"][:, None, None] if not toa else 0.0
+    cloud = (SPECTRA["cloud"][:, None, None] - 0.5 * np.asarray(path)) * brightness
+    cirrus = SPECTRA["cirrus"][:, None, None] - 0.5 * np.asarray(path)
+    out = surface * (1.0 - clouds.cirrus) + clouds.cirrus * cirrus
+    return (out * (1.0 - clouds.opacity) + clouds.opacity * cloud).astype(np.float32)
+
+
+def render_l2a(surface: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
+    """L2A-like reflectance: the surface dimmed in cloud shadow, seen through cloud.
+
+    Args:
+        surface: cloud-free BOA reflectance (13, rows, cols).
+        clouds: the scene's clouds.
+        brightness: cloud brightness factor of the scene (~0.8..1.2).
+    """
+    shaded = surface * (1.0 - clouds.shadow)
+    return _cloud_mix(shaded, clouds, brightness, toa=False)
+
+
+def render_l1c(surface: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
+    """L1C-like top-of-atmosphere reflectance (adds path reflectance and transmittance; B10 cirrus
+    sees only high cloud, the lower atmosphere's water vapour absorbs the surface signal)."""
+    shaded = surface * (1.0 - clouds.shadow)
+    toa = SPECTRA["path"][:, None, None] + SPECTRA["transmittance"][:, None, None] * shaded
+    toa[band_index("B10")] = SPECTRA["path"][band_index("B10")]
+    return _cloud_mix(toa.astype(np.float32), clouds, brightness, toa=True)
+
+
+# Water-cloud model coefficients per polarization: vegetation A, B; soil dB = C + D * mv
+_WCM = {"vv": (0.12, 0.30, -17.0, 25.0), "vh": (0.08, 0.20, -25.0, 20.0)}
+_FOREST_DB = {"vv": -7.5, "vh": -12.5}
+_WATER_DB = {"vv": -22.0, "vh": -28.0}
+
+
+def render_s1(
+    rng: np.random.Generator, land: Landscape, day: DayState, incidence: float
+) -> dict[str, np.ndarray]:
+    """Sigma0 VV and VH (linear power) with multiplicative gamma speckle (ENL 4.4).
+
+    Backscatter follows the water-cloud model: vegetation volume scattering plus soil scattering
+    (moisture and tillage roughness) attenuated by the canopy.
+
+    Args:
+        rng: random generator.
+        land: the landscape.
+        day: crop state that day.
+        incidence: local incidence angle, degrees.
+
+    Returns:
+        ``{"vv": ..., "vh": ...}``, each (rows, cols) float32, linear sigma0.
+    """
+    green, dry, _ = _covers(land, day)
+    veg = green + 0.5 * dry
+    pid = land.parcel_index
+    cos_t = float(np.cos(np.radians(incidence)))
+    texture = 1.0 + 0.1 * (land.vigour - 1.0) / 0.06
+    out: dict[str, np.ndarray] = {}
+    for pol, (a, b, c, d) in _WCM.items():
+        att = np.exp(-2.0 * b * veg / cos_t)
+        soil_db = c + d * day.moisture[pid] - 0.15 * (incidence - 35.0) + 3.0 * day.rough[pid]
+        sigma = a * veg * cos_t * (1.0 - att) + att * 10.0 ** (soil_db / 10.0)
+        sigma[land.cover == COVER_FOREST] = 10.0 ** (_FOREST_DB[pol] / 10.0)
+        sigma[land.cover == COVER_WATER] = 10.0 ** ((_WATER_DB[pol] + rng.uniform(0, 5)) / 10.0)
+        speckle = rng.gamma(ENL, 1.0 / ENL, size=sigma.shape)
+        out[pol] = (sigma * texture * speckle).astype(np.float32)
+    return out
+
+
+def s1_coherence(
+    rng: np.random.Generator, land: Landscape, day: DayState, event: np.ndarray, repeat_days: int
+) -> np.ndarray:
+    """Interferometric VV coherence with the previous acquisition of the same orbit.
+
+    High over bare stable soil, low under vegetation, and low where a mowing, harvest or ploughing
+    happened between the two acquisitions.
+
+    Args:
+        rng: random generator.
+        land: the landscape.
+        day: crop state on the later date.
+        event: True per parcel index where an event fell between the two acquisitions.
+        repeat_days: days between the acquisitions (6 or 12).
+
+    Returns:
+        Coherence 0..1, (rows, cols) float32.
+    """
+    green, dry, _ = _covers(land, day)
+    base = 0.75 * (0.92 if repeat_days <= 6 else 0.82)
+    coh = base * np.exp(-1.6 * (green + 0.3 * dry))
+    coh = np.where(event[land.parcel_index] & (land.parcel_index > 0), coh * 0.3, coh)
+    coh[land.cover == COVER_FOREST] = 0.15
+    coh[land.cover == COVER_WATER] = 0.05
+    coh = coh + rng.normal(0.0, 0.04, coh.shape) + 0.05  # estimator bias and noise
+    return np.clip(coh, 0.0, 1.0).astype(np.float32)
