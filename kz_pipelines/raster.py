@@ -5,9 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from affine import Affine
+from typing import Any
 
-__all__ = ["GridSpec"]
+from affine import Affine
+from pyproj import Transformer
+from shapely.geometry import box, mapping
+from shapely.ops import transform as shp_transform
+
+__all__ = ["GridSpec", "footprint"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,11 @@ class GridSpec:
             width=math.ceil(self.width / factor),
             height=math.ceil(self.height / factor),
         )
+
+
+def footprint(grid: GridSpec) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON geometry (WGS84) and bbox of a grid's extent."""
+    to_wgs = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
+    poly = shp_transform(to_wgs.transform, box(*grid.bounds).segmentize(500.0))
+    geom = mapping(poly.simplify(1e-6))
+    return {"type": geom["type"], "coordinates": geom["coordinates"]}, [round(v, 7) for v in poly.bounds]

@@ -36,6 +36,12 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI
 from psycopg import sql
+
+from kz_pipelines.errors import UserFacingError
+
+# stac-fastapi logs a note about its own default settings when imported; ours are set explicitly
+logging.getLogger("stac_fastapi.types.config").setLevel(logging.WARNING)
+
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 from pypgstac.migrate import Migrate
@@ -71,15 +77,15 @@ _STARTUP_TIMEOUT_S = 30.0
 _SHUTDOWN_TIMEOUT_S = 10.0
 
 
-class PortInUseError(OSError):
+class PortInUseError(UserFacingError, OSError):
     """The TCP port the server should listen on is already bound by another socket."""
 
 
-class MissingPostgisError(RuntimeError):
+class MissingPostgisError(UserFacingError, RuntimeError):
     """The PostGIS extension is not installed on the PostgreSQL server."""
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(UserFacingError, RuntimeError):
     """The STAC server did not come up (startup failed or it did not answer in time)."""
 
 

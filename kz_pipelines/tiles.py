@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
+from kz_pipelines.errors import UserFacingError
 from kz_pipelines.raster import GridSpec
 
 __all__ = ["TILE_SIZE_PX", "S2Tile", "UnknownTileError", "s2_tile"]
@@ -21,7 +22,7 @@ TILE_SIZE_PX = 10980
 """Width and height of a full Sentinel-2 tile at 10 m, pixels."""
 
 
-class UnknownTileError(ValueError):
+class UnknownTileError(UserFacingError, ValueError):
     """The tile id is not a tile of the Sentinel-2 grid."""
 
 

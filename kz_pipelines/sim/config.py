@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from kz_pipelines.errors import UserFacingError
 from kz_pipelines.tiles import TILE_SIZE_PX, UnknownTileError, s2_tile
 
 __all__ = ["DEFAULT_TILES", "SimConfig", "SimConfigError"]
@@ -13,7 +14,7 @@ DEFAULT_TILES = ("35VLF", "35VMF")
 """Two neighbouring tiles in southern Estonia."""
 
 
-class SimConfigError(ValueError):
+class SimConfigError(UserFacingError, ValueError):
     """An invalid simulation configuration (the message says which field and why)."""
 
 

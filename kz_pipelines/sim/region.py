@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 import stac_geoparquet.arrow
 
 import kz_pipelines
+from kz_pipelines.errors import UserFacingError
 from kz_pipelines.labels import CropClass, load_taxonomy
-from kz_pipelines.raster import GridSpec
+from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
 from kz_pipelines.sim.clouds import make_clouds, scene_classification
 from kz_pipelines.sim.config import SimConfig
@@ -44,12 +45,14 @@ from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moi
 from kz_pipelines.sim.render import DayState, render_l1c, render_l2a, render_s1, render_surface, s1_coherence
 from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
 from kz_pipelines.sim.stac_items import (
-    S1_COLLECTION, S2_COLLECTIONS, collection_dict, footprint, s1_item, s2_item,
+    S1_COLLECTION, S2_COLLECTIONS, collection_dict, s1_item, s2_item,
 )
 from kz_pipelines.storage import write_cog, write_json
 from kz_pipelines.tiles import S2Tile, s2_tile
 
-__all__ = ["SimOutputError", "TileWorld", "build_tile", "day_state", "simulate"]
+__all__ = [
+    "S2Scene", "SimOutputError", "TileWorld", "build_tile", "day_state", "plan_region", "render_s2_scene", "simulate",
+]
 
 Progress = Callable[[int, int, str], None]
 """Callback (done, total, label) called after each scene."""
@@ -57,7 +60,7 @@ Progress = Callable[[int, int, str], None]
 _EVENT_TYPES = ("mowing", "harvest", "ploughing")
 
 
-class SimOutputError(OSError):
+class SimOutputError(UserFacingError, OSError):
     """The output folder cannot be written (exists, not writable, ...)."""
 
 
@@ -164,56 +167,80 @@ def _to_dn(refl: np.ndarray, valid: np.ndarray, offset_dn: int) -> np.ndarray:
     return dn
 
 
-def _write_bands(
-    folder: Path, refl: np.ndarray, valid: np.ndarray, grid: GridSpec, bands: tuple[Any, ...],
-    offset_dn: int, rng: np.random.Generator,
-) -> None:
-    for band in bands:
-        f = band.resolution // 10
-        g = grid.coarsened(band.resolution)
-        values = _block(refl[[b.name for b in BANDS].index(band.name)], f, "mean")[: g.height, : g.width]
-        ok = _block(valid.astype(np.uint8), f, "min")[: g.height, : g.width].astype(bool)
-        noisy = values + rng.normal(0.0, 0.002 / math.sqrt(f), values.shape)
-        write_cog(folder / f"{band.name}.tif", _to_dn(noisy, ok, offset_dn), g, nodata=0)
-
-
 def _item_folder(collection: str, tile: str, when: datetime, item_id: str) -> Path:
     """An item's folder relative to the catalog root (Earth Search layout: collection/tile/year/month/id)."""
     return Path(collection) / tile / f"{when:%Y}" / f"{when.month}" / item_id
 
 
-def _s2_scene(
-    cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition, root: Path
-) -> list[tuple[Path, dict[str, Any]]]:
+@dataclass
+class S2Scene:
+    """One rendered Sentinel-2 scene, before quantization to digital numbers.
+
+    Attributes:
+        bands: per level (``L2A``, ``L1C``) and band id, reflectance at the band's native resolution
+            on the published grid, with sensor noise (what the COG stores, up to uint16 rounding).
+        valid: per resolution (10, 20, 60 m), True where the scene has data.
+        scl: Sen2Cor-like scene classification, 20 m, uint8.
+        truth: the true 5-class cloud mask, 10 m, uint8.
+    """
+
+    bands: dict[str, dict[str, np.ndarray]]
+    valid: dict[int, np.ndarray]
+    scl: np.ndarray
+    truth: np.ndarray
+
+
+def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition) -> S2Scene:
+    """Render scene ``k`` of a tile (deterministic for the config's seed)."""
     day = (acq.time.date() - cfg.start).days
     surface = render_surface(world.land, day_state(world, day))
     rng = np.random.default_rng([cfg.seed, world.index, 2, k])
     clouds = make_clouds(rng, world.land.grid.shape, acq.sun_azimuth, acq.sun_elevation)
     brightness = float(rng.uniform(0.85, 1.15))
     l2a = render_l2a(surface, clouds, brightness)
-    idx = [b.name for b in BANDS]
+    names = [b.name for b in BANDS]
     scl = scene_classification(
-        rng, clouds, {b: l2a[idx.index(b)] for b in ("B04", "B08", "B11")},
-        world.land.cover == COVER_WATER,
+        rng, clouds, {b: l2a[names.index(b)] for b in ("B04", "B08", "B11")}, world.land.cover == COVER_WATER
     )
     g20 = world.grid.coarsened(20)
-    scl = scl[: g20.height, : g20.width]
     n = world.grid.width
-    truth = clouds.truth[:n, :n]
-    nodata_pct = float((truth == 0).mean() * 100.0)
+    valid: dict[int, np.ndarray] = {}
+    for res in (10, 20, 60):
+        g = world.grid.coarsened(res)
+        valid[res] = _block(clouds.valid.astype(np.uint8), res // 10, "min")[: g.height, : g.width].astype(bool)
+    bands: dict[str, dict[str, np.ndarray]] = {}
+    levels = [("L2A", L2A_BANDS)] + ([("L1C", BANDS)] if cfg.l1c else [])
+    for j, (level, band_list) in enumerate(levels):
+        refl = l2a if level == "L2A" else render_l1c(surface, clouds, brightness)
+        noise = np.random.default_rng([cfg.seed, world.index, 3, k, j])
+        bands[level] = {}
+        for band in band_list:
+            f = band.resolution // 10
+            g = world.grid.coarsened(band.resolution)
+            values = _block(refl[names.index(band.name)], f, "mean")[: g.height, : g.width]
+            bands[level][band.name] = values + noise.normal(0.0, 0.002 / math.sqrt(f), values.shape)
+    return S2Scene(bands, valid, scl[: g20.height, : g20.width], clouds.truth[:n, :n])
+
+
+def _s2_scene(
+    cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition, root: Path
+) -> list[tuple[Path, dict[str, Any]]]:
+    scene = render_s2_scene(cfg, world, k, acq)
+    nodata_pct = float((scene.truth == 0).mean() * 100.0)
     offset_dn = 1000 if acq.baseline >= "04.00" else 0
+    scl_counts = np.bincount(scene.scl.ravel(), minlength=12)
     items = []
-    for level, refl, bands in (("L2A", l2a, L2A_BANDS), ("L1C", None, BANDS)):
-        if level == "L1C" and not cfg.l1c:
-            continue
-        item = s2_item(acq, world.tile, world.grid, level, np.bincount(scl.ravel(), minlength=12), nodata_pct)
+    for level, bands in scene.bands.items():
+        item = s2_item(acq, world.tile, world.grid, level, scl_counts, nodata_pct)
         rel = _item_folder(S2_COLLECTIONS[level], world.tile.tile_id, acq.time, item["id"])
         folder = root / "stac" / rel
-        values = refl if refl is not None else render_l1c(surface, clouds, brightness)
-        _write_bands(folder, values, clouds.valid, world.grid, bands, offset_dn, rng)
+        for name, values in bands.items():
+            res = next(b.resolution for b in BANDS if b.name == name)
+            dn = _to_dn(values, scene.valid[res], offset_dn)
+            write_cog(folder / f"{name}.tif", dn, world.grid.coarsened(res), nodata=0)
         if level == "L2A":
-            write_cog(folder / "SCL.tif", scl, g20, nodata=0)
-            write_cog(root / "truth" / "cloudmask" / f"{item['id']}.tif", truth, world.grid, nodata=None)
+            write_cog(folder / "SCL.tif", scene.scl, world.grid.coarsened(20), nodata=0)
+            write_cog(root / "truth" / "cloudmask" / f"{item['id']}.tif", scene.truth, world.grid, nodata=None)
         write_json(folder / f"{item['id']}.json", item)
         items.append((rel, item))
     return items
@@ -329,7 +356,7 @@ def _prepare(out: Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise SimOutputError(f"output {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SimOutputError(f"output folder {out} is not empty (pass overwrite to replace it)")
+        raise SimOutputError(f"output folder {out} is not empty (use --overwrite to replace it)")
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -339,8 +366,29 @@ def _prepare(out: Path, overwrite: bool) -> Path:
         raise SimOutputError(f"output folder {parent} is not writable")
     tmp = parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise SimOutputError(f"cannot write in {parent}: {exc.strerror}") from None
     return tmp
+
+
+Plan = tuple[TileWorld, list[S2Acquisition], list[S1Acquisition]]
+
+
+def plan_region(cfg: SimConfig) -> list[Plan]:
+    """Per tile: its world (parcels, crop seasons) and its S2 and S1 acquisition plans."""
+    counts = [cfg.n_parcels // len(cfg.tile_ids) + (i < cfg.n_parcels % len(cfg.tile_ids))
+              for i in range(len(cfg.tile_ids))]
+    plans: list[Plan] = []
+    first = 1
+    for i, n in enumerate(counts):
+        w = build_tile(cfg, i, n, first_id=first)
+        first += len(w.calendars)
+        lon, lat = _centre(w.grid)
+        plans.append((w, s2_schedule(w.tile.tile_id, lat, lon, cfg.start, cfg.end, cfg.seed),
+                      s1_schedule(w.tile.tile_id, lon, cfg.start, cfg.end, cfg.seed)))
+    return plans
 
 
 def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
@@ -362,17 +410,8 @@ def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progr
     """
     tmp = _prepare(out, overwrite)
     try:
-        counts = [cfg.n_parcels // len(cfg.tile_ids) + (i < cfg.n_parcels % len(cfg.tile_ids))
-                  for i in range(len(cfg.tile_ids))]
-        worlds = []
-        for i, n in enumerate(counts):
-            worlds.append(build_tile(cfg, i, n, first_id=1 + sum(len(w.calendars) for w in worlds)))
-        plans = []
-        for w in worlds:
-            lon, lat = _centre(w.grid)
-            s2 = s2_schedule(w.tile.tile_id, lat, lon, cfg.start, cfg.end, cfg.seed)
-            s1 = s1_schedule(w.tile.tile_id, lon, cfg.start, cfg.end, cfg.seed)
-            plans.append((w, s2, s1))
+        plans = plan_region(cfg)
+        worlds = [w for w, _, _ in plans]
         tasks = [(w.index, "S2", k) for w, s2, _ in plans for k in range(len(s2))]
         tasks += [(w.index, "S1", k) for w, _, s1 in plans for k in range(len(s1))]
         global _STATE
@@ -413,7 +452,7 @@ def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progr
         raise
 
 
-_STATE: tuple[SimConfig, list[tuple[TileWorld, list[S2Acquisition], list[S1Acquisition]]], Path] | None = None
+_STATE: tuple[SimConfig, list[Plan], Path] | None = None
 """What forked render workers inherit (the worlds are large; they are not pickled per task)."""
 
 

@@ -12,7 +12,7 @@ from kz_pipelines.sim.clouds import CloudScene
 from kz_pipelines.sim.landscape import COVER_FOREST, COVER_GRASS, COVER_WATER, Landscape
 from kz_pipelines.sim.spectra import BANDS, SPECTRA, band_index
 
-__all__ = ["ENL", "DayState", "render_l1c", "render_l2a", "render_s1", "render_surface", "s1_coherence"]
+__all__ = ["ENL", "DayState", "render_l1c", "render_l2a", "render_s1", "render_surface", "s1_coherence", "s1_sigma0"]
 
 ENL = 4.4
 """Equivalent number of looks of the simulated GRD speckle (Sentinel-1 IW GRDH)."""
@@ -119,22 +119,21 @@ _FOREST_DB = {"vv": -7.5, "vh": -12.5}
 _WATER_DB = {"vv": -22.0, "vh": -28.0}
 
 
-def render_s1(
-    rng: np.random.Generator, land: Landscape, day: DayState, incidence: float
-) -> dict[str, np.ndarray]:
-    """Sigma0 VV and VH (linear power) with multiplicative gamma speckle (ENL 4.4).
+def s1_sigma0(land: Landscape, day: DayState, incidence: float, wind_db: float) -> dict[str, np.ndarray]:
+    """Speckle-free sigma0 VV and VH (linear power).
 
     Backscatter follows the water-cloud model: vegetation volume scattering plus soil scattering
-    (moisture and tillage roughness) attenuated by the canopy.
+    (moisture and tillage roughness) attenuated by the canopy; forest and water are constant
+    (water roughened by ``wind_db``), with a mild within-field texture.
 
     Args:
-        rng: random generator.
         land: the landscape.
         day: crop state that day.
         incidence: local incidence angle, degrees.
+        wind_db: wind roughening of open water, dB.
 
     Returns:
-        ``{"vv": ..., "vh": ...}``, each (rows, cols) float32, linear sigma0.
+        ``{"vv": ..., "vh": ...}``, each (rows, cols) float32.
     """
     green, dry, _ = _covers(land, day)
     veg = green + 0.5 * dry
@@ -147,10 +146,27 @@ def render_s1(
         soil_db = c + d * day.moisture[pid] - 0.15 * (incidence - 35.0) + 3.0 * day.rough[pid]
         sigma = a * veg * cos_t * (1.0 - att) + att * 10.0 ** (soil_db / 10.0)
         sigma[land.cover == COVER_FOREST] = 10.0 ** (_FOREST_DB[pol] / 10.0)
-        sigma[land.cover == COVER_WATER] = 10.0 ** ((_WATER_DB[pol] + rng.uniform(0, 5)) / 10.0)
-        speckle = rng.gamma(ENL, 1.0 / ENL, size=sigma.shape)
-        out[pol] = (sigma * texture * speckle).astype(np.float32)
+        sigma[land.cover == COVER_WATER] = 10.0 ** ((_WATER_DB[pol] + wind_db) / 10.0)
+        out[pol] = (sigma * texture).astype(np.float32)
     return out
+
+
+def render_s1(
+    rng: np.random.Generator, land: Landscape, day: DayState, incidence: float
+) -> dict[str, np.ndarray]:
+    """Sigma0 VV and VH (linear power) with multiplicative gamma speckle of ENL 4.4 (mean 1).
+
+    Args:
+        rng: random generator.
+        land: the landscape.
+        day: crop state that day.
+        incidence: local incidence angle, degrees.
+
+    Returns:
+        ``{"vv": ..., "vh": ...}``, each (rows, cols) float32.
+    """
+    clean = s1_sigma0(land, day, incidence, wind_db=float(rng.uniform(0.0, 5.0)))
+    return {pol: (s * rng.gamma(ENL, 1.0 / ENL, size=s.shape)).astype(np.float32) for pol, s in clean.items()}
 
 
 def s1_coherence(

@@ -7,18 +7,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from pyproj import Transformer
-from shapely.geometry import box, mapping
-from shapely.ops import transform as shp_transform
 
 import kz_pipelines
-from kz_pipelines.raster import GridSpec
+from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition
 from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
 from kz_pipelines.tiles import S2Tile
 
 __all__ = [
-    "S1_COLLECTION", "S2_COLLECTIONS", "collection_dict", "footprint", "s1_item", "s1_item_id",
+    "S1_COLLECTION", "S2_COLLECTIONS", "collection_dict", "s1_item", "s1_item_id",
     "s2_item", "s2_item_id",
 ]
 
@@ -47,14 +44,6 @@ def _sun_distance_factor(t: datetime) -> float:
     """1 / d^2, d the Earth-Sun distance in astronomical units."""
     d = 1.0 - 0.01672 * np.cos(2 * np.pi * (t.timetuple().tm_yday - 4) / 365.25)
     return float(1.0 / d**2)
-
-
-def footprint(grid: GridSpec) -> tuple[dict[str, Any], list[float]]:
-    """GeoJSON geometry (WGS84) and bbox of a grid's extent."""
-    to_wgs = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
-    poly = shp_transform(to_wgs.transform, box(*grid.bounds).segmentize(500.0))
-    geom = mapping(poly.simplify(1e-6))
-    return {"type": geom["type"], "coordinates": geom["coordinates"]}, [round(v, 7) for v in poly.bounds]
 
 
 def s2_item_id(acq: S2Acquisition, level: str) -> str:

@@ -1,0 +1,169 @@
+"""The `kz` command: simulate a region, serve it as a STAC API, run the demo.
+
+Errors the user can fix (bad configuration, unwritable folder, port in use, unknown tile) end in one
+line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kz_pipelines.errors import UserFacingError
+from kz_pipelines.sim.config import DEFAULT_TILES, SimConfig
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="kz_pipelines: Sentinel-1/Sentinel-2 parcel monitoring on Dagster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stac_app = typer.Typer(help="Search or serve STAC catalogs.", no_args_is_help=True)
+app.add_typer(stac_app, name="stac")
+err = Console(stderr=True)
+DEFAULT_REGION = Path("var/region")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]kz: error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _date(text: str, name: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise UserFacingError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def sim_config(seed: int, tiles: str, size_px: int, start: str, end: str, parcels: int, l1c: bool) -> SimConfig:
+    """Build and validate a SimConfig from command-line values."""
+    tile_list = tuple(t.strip() for t in tiles.split(",") if t.strip())
+    return SimConfig(seed=seed, tiles=tile_list, size_px=size_px, start=_date(start, "--start"),
+                     end=_date(end, "--end"), n_parcels=parcels, l1c=l1c)
+
+
+def run_simulation(cfg: SimConfig, out: Path, overwrite: bool) -> dict[str, object]:
+    """Simulate with a progress bar on stderr."""
+    from kz_pipelines.sim import simulate
+
+    columns = (TextColumn("[bold]simulate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("laying out parcels", total=None)
+
+        def report(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        return simulate(cfg, out, overwrite=overwrite, progress=report)
+
+
+_d = SimConfig()
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (must be empty or absent).")] = DEFAULT_REGION,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = _d.seed,
+    tiles: Annotated[str, typer.Option(help="Comma-separated MGRS tile ids.")] = ",".join(DEFAULT_TILES),
+    size_px: Annotated[int, typer.Option("--size-px", help="Window side per tile, 10 m pixels.")] = _d.size_px,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = _d.start.isoformat(),
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")] = _d.end.isoformat(),
+    parcels: Annotated[int, typer.Option(help="Number of parcels over all tiles.")] = _d.n_parcels,
+    l1c: Annotated[bool, typer.Option("--l1c/--no-l1c", help="Also write L1C scenes.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Simulate a region: parcels, S2 L2A/L1C and S1 scenes as COGs with STAC items, and ground truth."""
+    cfg = sim_config(seed, tiles, size_px, start, end, parcels, l1c)
+    summary = run_simulation(cfg, out, overwrite)
+    typer.echo(json.dumps({"out": str(out), "parcels": summary["parcels"], "items": summary["items"]}))
+
+
+@app.command()
+def demo(
+    region: Annotated[Path, typer.Option(help="Where the simulated region lives.")] = DEFAULT_REGION,
+    home: Annotated[Path, typer.Option(help="Dagster instance folder for the demo.")] = Path("var/dagster"),
+    storage: Annotated[Path, typer.Option(help="Asset storage root.")] = Path("var/storage"),
+) -> None:
+    """Simulate the default region (if absent) and materialize every asset for all its partitions."""
+    from kz_pipelines.defs.demo import run_demo
+
+    cfg = SimConfig()
+    existing = region / "region.json"
+    if not existing.is_file():
+        run_simulation(cfg, region, overwrite=False)
+    summary = run_demo(region, home, storage, log=err.print)
+    typer.echo(json.dumps(summary))
+
+
+@stac_app.command("serve")
+def stac_serve(
+    catalog: Annotated[Path, typer.Option(help="A simulated region folder.")] = DEFAULT_REGION,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8081,
+    pg_host: Annotated[str, typer.Option(envvar="KZ_PG_HOST")] = "127.0.0.1",
+    pg_port: Annotated[int, typer.Option(envvar="KZ_PG_PORT")] = 5432,
+    pg_user: Annotated[str, typer.Option(envvar="KZ_PG_USER")] = "postgres",
+    pg_password: Annotated[str, typer.Option(envvar="KZ_PG_PASSWORD")] = "",
+    pg_db: Annotated[str, typer.Option(envvar="KZ_STAC_DB", help="Database for pgstac.")] = "kz_stac",
+) -> None:
+    """Serve a region's items as a STAC API (stac-fastapi-pgstac on PostgreSQL)."""
+    from kz_pipelines.stac import read_region_catalog
+    from kz_pipelines.stac_server import PgConnection, _bind, load_catalog, prepare_database, serve
+
+    _bind(host, port).close()  # fail fast on a busy port, before touching the database
+    collections, items = read_region_catalog(catalog)
+    conn = PgConnection(host=pg_host, port=pg_port, user=pg_user, password=pg_password, dbname=pg_db)
+    prepare_database(conn)
+    n = load_catalog(conn, collections, items)
+    err.print(f"loaded {n} items into {pg_db}; serving http://{host}:{port}/")
+    serve(conn, host=host, port=port)
+
+
+@stac_app.command("search")
+def stac_search(
+    catalog: Annotated[str, typer.Argument(help="Region folder, stac-geoparquet file or STAC API URL.")],
+    collection: Annotated[list[str], typer.Option(help="Collection id (repeatable).")],
+    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in WGS84.")] = None,
+    datetime_: Annotated[str | None, typer.Option("--datetime", help="Instant or start/end.")] = None,
+    max_cloud: Annotated[float | None, typer.Option(help="Keep eo:cloud_cover below this.")] = None,
+) -> None:
+    """Search a catalog and print matching item ids, one per line."""
+    from kz_pipelines.stac import open_search
+
+    box = [float(v) for v in bbox.split(",")] if bbox else None
+    query = {"eo:cloud_cover": {"lt": max_cloud}} if max_cloud is not None else None
+    for item in open_search(catalog).search(collection, box, datetime_, query):
+        typer.echo(item.id)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user-fixable errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserFacingError as exc:
+        raise SystemExit(_fail(str(exc)).exit_code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster wiring: the only package (with definitions.py) that imports dagster."""
