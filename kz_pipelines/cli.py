@@ -7,7 +7,6 @@ line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -45,19 +44,33 @@ def _date(text: str, name: str) -> date:
         raise UserFacingError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def sim_config(seed: int, tiles: str, size_px: int, start: str, end: str, parcels: int, l1c: bool) -> SimConfig:
+def sim_config(
+    seed: int, tiles: str, size_px: int, start: str, end: str, parcels: int, l1c: bool
+) -> SimConfig:
     """Build and validate a SimConfig from command-line values."""
     tile_list = tuple(t.strip() for t in tiles.split(",") if t.strip())
-    return SimConfig(seed=seed, tiles=tile_list, size_px=size_px, start=_date(start, "--start"),
-                     end=_date(end, "--end"), n_parcels=parcels, l1c=l1c)
+    return SimConfig(
+        seed=seed,
+        tiles=tile_list,
+        size_px=size_px,
+        start=_date(start, "--start"),
+        end=_date(end, "--end"),
+        n_parcels=parcels,
+        l1c=l1c,
+    )
 
 
 def run_simulation(cfg: SimConfig, out: Path, overwrite: bool) -> dict[str, object]:
     """Simulate with a progress bar on stderr."""
     from kz_pipelines.sim import simulate
 
-    columns = (TextColumn("[bold]simulate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))
+    columns = (
+        TextColumn("[bold]simulate[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("laying out parcels", total=None)
 
@@ -72,10 +85,14 @@ _d = SimConfig()
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (must be empty or absent).")] = DEFAULT_REGION,
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (must be empty or absent).")
+    ] = DEFAULT_REGION,
     seed: Annotated[int, typer.Option(help="Random seed.")] = _d.seed,
     tiles: Annotated[str, typer.Option(help="Comma-separated MGRS tile ids.")] = ",".join(DEFAULT_TILES),
-    size_px: Annotated[int, typer.Option("--size-px", help="Window side per tile, 10 m pixels.")] = _d.size_px,
+    size_px: Annotated[
+        int, typer.Option("--size-px", help="Window side per tile, 10 m pixels.")
+    ] = _d.size_px,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = _d.start.isoformat(),
     end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")] = _d.end.isoformat(),
     parcels: Annotated[int, typer.Option(help="Number of parcels over all tiles.")] = _d.n_parcels,
@@ -166,4 +183,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

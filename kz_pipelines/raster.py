@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 from typing import Any
 
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import box, mapping
-from shapely.ops import transform as shp_transform
 
 __all__ = ["GridSpec", "footprint"]
 
@@ -77,6 +76,6 @@ class GridSpec:
 def footprint(grid: GridSpec) -> tuple[dict[str, Any], list[float]]:
     """GeoJSON geometry (WGS84) and bbox of a grid's extent."""
     to_wgs = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
-    poly = shp_transform(to_wgs.transform, box(*grid.bounds).segmentize(500.0))
+    poly = shapely.transform(box(*grid.bounds).segmentize(500.0), to_wgs.transform, interleaved=False)
     geom = mapping(poly.simplify(1e-6))
     return {"type": geom["type"], "coordinates": geom["coordinates"]}, [round(v, 7) for v in poly.bounds]

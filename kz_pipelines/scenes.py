@@ -29,7 +29,11 @@ def find_scene_items(search: StacSearch, collection: str, tile_id: str, day: dat
     Sentinel-2 items are matched on their MGRS tile (``grid:code``); other collections (Sentinel-1)
     on intersection with the tile's footprint.
     """
-    query = {"grid:code": {"eq": f"MGRS-{s2_tile(tile_id).tile_id}"}} if collection.startswith("sentinel-2") else None
+    query = (
+        {"grid:code": {"eq": f"MGRS-{s2_tile(tile_id).tile_id}"}}
+        if collection.startswith("sentinel-2")
+        else None
+    )
     return search.search([collection], bbox=_tile_bbox(tile_id), datetime=day.isoformat(), query=query)
 
 

@@ -25,15 +25,25 @@ from shapely.geometry import box, shape
 from kz_pipelines.errors import UserFacingError
 
 __all__ = [
-    "ApiSearch", "EmbeddedSearch", "StacSearch", "StacSearchError", "open_search", "parse_datetime_range",
+    "ApiSearch",
+    "EmbeddedSearch",
+    "StacSearch",
+    "StacSearchError",
+    "open_search",
+    "parse_datetime_range",
     "read_region_catalog",
 ]
 
 Query = dict[str, dict[str, Any]]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "neq": operator.ne, "lt": operator.lt, "lte": operator.le,
-    "gt": operator.gt, "gte": operator.ge, "in": lambda value, options: value in options,
+    "eq": operator.eq,
+    "neq": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "in": lambda value, options: value in options,
 }
 
 
@@ -177,8 +187,11 @@ class ApiSearch:
         try:
             client = Client.open(self.url)
             result = client.search(
-                collections=list(collections), bbox=list(bbox) if bbox else None, datetime=datetime,
-                query=query, limit=200,
+                collections=list(collections),
+                bbox=list(bbox) if bbox else None,
+                datetime=datetime,
+                query=query,
+                limit=200,
             )
             items = list(result.items())
         except (APIError, OSError) as exc:
@@ -195,8 +208,6 @@ def open_search(location: str) -> StacSearch:
     if path.is_dir():
         path = path / "stac" / "items.parquet" if (path / "stac").is_dir() else path / "items.parquet"
     return EmbeddedSearch(path)
-
-
 
 
 def read_region_catalog(region: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -40,7 +40,7 @@ from psycopg import sql
 from kz_pipelines.errors import UserFacingError
 
 # stac-fastapi logs a note about its own default settings when imported; ours are set explicitly
-logging.getLogger("stac_fastapi.types.config").setLevel(logging.WARNING)
+logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
 
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods

@@ -67,9 +67,7 @@ class S2Tile:
         if not 1 <= size_px <= TILE_SIZE_PX:
             raise ValueError(f"window size must be 1..{TILE_SIZE_PX} px, got {size_px}")
         offset = (TILE_SIZE_PX - size_px) // 2 // 6 * 6
-        return GridSpec(
-            self.epsg, self.ulx + offset * 10.0, self.uly - offset * 10.0, 10.0, size_px, size_px
-        )
+        return GridSpec(self.epsg, self.ulx + offset * 10.0, self.uly - offset * 10.0, 10.0, size_px, size_px)
 
 
 @lru_cache(maxsize=1)
@@ -91,5 +89,7 @@ def s2_tile(tile_id: str) -> S2Tile:
     try:
         epsg, ulx, uly = _table()[key]
     except KeyError:
-        raise UnknownTileError(f"unknown Sentinel-2 tile id {tile_id!r} (not in the MGRS tiling grid)") from None
+        raise UnknownTileError(
+            f"unknown Sentinel-2 tile id {tile_id!r} (not in the MGRS tiling grid)"
+        ) from None
     return S2Tile(key, epsg, ulx, uly)

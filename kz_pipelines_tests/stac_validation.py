@@ -9,8 +9,8 @@ every extension schema listed in its ``stac_extensions``. Every ``$ref`` is reso
 vendored files only (plus the JSON Schema meta-schemas that ship inside ``jsonschema``): a
 reference to anything else raises :class:`SchemaNotVendoredError` instead of reaching the network.
 
-As with the reference STAC validators, ``format`` keywords (``date-time``, ``iri``, ...) are treated
-as annotations and not asserted; the schemas' ``pattern``, ``type``, ``required`` ... are.
+No format checker is used: ``format`` keywords (``date-time``, ``iri``, ...) are annotations only,
+while ``type``, ``required``, ``pattern``, ``enum``, ranges ... are all asserted.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ CORE_SCHEMA_URLS: Final[Mapping[str, str]] = {
 }
 
 _KIND: Final[Mapping[str, str]] = {"Feature": "Item", "Collection": "Collection", "Catalog": "Catalog"}
+_MAX_DETAIL: Final = 300  # characters of the jsonschema message kept (some repeat the whole instance)
 
 
 class SchemaNotVendoredError(LookupError):
@@ -62,9 +63,10 @@ class SchemaNotVendoredError(LookupError):
 class StacValidationError(ValidationError):
     """A STAC object does not validate against one of its schemas.
 
-    It is the most relevant error (``jsonschema.exceptions.best_match``) of all schemas checked,
-    with a message naming the object's id, the schema URL and the failing JSON path; ``errors``
-    holds every error found, in schema order.
+    It describes the most relevant error of all schemas checked (``jsonschema.exceptions.best_match``,
+    then followed into ``oneOf``/``anyOf`` sub-errors), with a message naming the object's id, the
+    schema URL and the failing JSON path (also in ``json_path``/``path``); ``errors`` holds every
+    top-level error found, in schema order.
     """
 
     stac_id: str
@@ -90,6 +92,7 @@ def _registry() -> Registry[Any]:
         resources.append((_url_for(path), DRAFT7.create_resource(contents)))
     if not resources:
         raise FileNotFoundError(f"no vendored schemas under {SCHEMA_DIR}")
+    # mypy does not see the attrs alias "retrieve" of Registry._retrieve
     return Registry(retrieve=_retrieve).with_resources(resources)  # type: ignore[call-arg]
 
 
@@ -170,9 +173,40 @@ def validate_stac(obj: dict[str, Any], *, ignore_extensions: Iterable[str] = ())
         return
 
     errors = tuple(error for _, error in found)
-    worst = best_match(errors) or errors[0]
-    schema_url = next(url for url, error in found if error is worst)
-    raise _stac_error(worst, stac_id=stac_id, kind=_KIND[stac_type], schema_url=schema_url, errors=errors)
+    top = best_match(errors) or errors[0]
+    top = next(error for error in errors if _contains(error, top))  # best_match may pick a sub-error
+    schema_url = next(url for url, error in found if error is top)
+    raise _stac_error(
+        _most_specific(top), stac_id=stac_id, kind=_KIND[stac_type], schema_url=schema_url, errors=errors
+    )
+
+
+def _contains(error: ValidationError, target: ValidationError) -> bool:
+    """Whether ``target`` is ``error`` or one of its (nested) sub-errors."""
+    return error is target or any(_contains(sub, target) for sub in error.context)
+
+
+def _rejects_stac_type(error: ValidationError) -> bool:
+    """Whether ``error`` only says the object is another kind of STAC object (Item vs Collection)."""
+    return tuple(error.absolute_path) == ("type",) and error.validator in ("const", "enum")
+
+
+def _most_specific(error: ValidationError) -> ValidationError:
+    """Descend a ``oneOf``/``anyOf`` failure to the sub-error that explains it best.
+
+    Extension schemas are ``oneOf`` an Item branch and a Collection branch: branches whose errors
+    include "``type`` must be ..." are for the other kind of object and are skipped; of the rest, the
+    deepest error (longest instance path) is taken.
+    """
+    while error.context:
+        branches: dict[str | int, list[ValidationError]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        candidates = [
+            sub for subs in branches.values() if not any(map(_rejects_stac_type, subs)) for sub in subs
+        ] or list(error.context)
+        error = max(candidates, key=lambda sub: len(sub.absolute_path))
+    return error
 
 
 def _stac_error(
@@ -184,9 +218,9 @@ def _stac_error(
     errors: tuple[ValidationError, ...],
 ) -> StacValidationError:
     others = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    detail = error.message if len(error.message) <= _MAX_DETAIL else error.message[:_MAX_DETAIL] + "..."
     wrapped = StacValidationError(
-        f"STAC {kind} {stac_id!r} is invalid against {schema_url} at {error.json_path}: "
-        f"{error.message}{others}",
+        f"STAC {kind} {stac_id!r} is invalid against {schema_url} at {error.json_path}: {detail}{others}",
         validator=error.validator,
         path=error.absolute_path,
         cause=error.cause,

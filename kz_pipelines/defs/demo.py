@@ -14,7 +14,6 @@ from kz_pipelines.definitions import defs
 from kz_pipelines.defs.partitions import TILE_PARTITIONS
 from kz_pipelines.defs.resources import StacResource, StorageResource
 
-
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs log warnings and errors to the console; everything is in the instance's event log."""
 
@@ -37,8 +36,10 @@ def run_demo(region: Path, home: Path, storage: Path, log: Callable[[str], Any] 
     home.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home.resolve())))
     instance.add_dynamic_partitions(TILE_PARTITIONS.name or "tile", tiles)
-    resources = {"stac": StacResource(catalog=str(region.resolve())),
-                 "storage": StorageResource(root=str(storage.resolve()))}
+    resources = {
+        "stac": StacResource(catalog=str(region.resolve())),
+        "storage": StorageResource(root=str(storage.resolve())),
+    }
     local = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources)
     job = local.resolve_job_def("scene_items")
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
@@ -48,8 +49,9 @@ def run_demo(region: Path, home: Path, storage: Path, log: Callable[[str], Any] 
     total = len(days) * len(tiles)
     for n, (day, tile) in enumerate(((d, t) for d in days for t in tiles), start=1):
         key = dg.MultiPartitionKey({"date": day.isoformat(), "tile": tile})
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config=_QUIET)
+        result = job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
+        )
         if not result.success:
             failed.append(str(key))
         for event in result.get_asset_materialization_events():
@@ -58,5 +60,11 @@ def run_demo(region: Path, home: Path, storage: Path, log: Callable[[str], Any] 
             found[name] = found.get(name, 0) + int(mat.metadata["items"].value)  # type: ignore[arg-type]
         if n % 50 == 0 or n == total:
             log(f"demo: {n}/{total} partitions, {time.monotonic() - t0:.0f} s, items so far {found}")
-    return {"partitions": total, "items": found, "failed": failed, "seconds": round(time.monotonic() - t0, 1),
-            "dagster_home": str(home.resolve()), "storage": str(storage.resolve())}
+    return {
+        "partitions": total,
+        "items": found,
+        "failed": failed,
+        "seconds": round(time.monotonic() - t0, 1),
+        "dagster_home": str(home.resolve()),
+        "storage": str(storage.resolve()),
+    }

@@ -84,8 +84,11 @@ def _s2_platforms(day: date) -> tuple[str, str]:
 
 
 def _s2_baseline(day: date) -> str:
-    for start, baseline in ((date(2024, 7, 23), "05.11"), (date(2022, 12, 6), "05.09"),
-                            (date(2022, 1, 25), "04.00")):
+    for start, baseline in (
+        (date(2024, 7, 23), "05.11"),
+        (date(2022, 12, 6), "05.09"),
+        (date(2022, 1, 25), "04.00"),
+    ):
         if day >= start:
             return baseline
     return "03.01"
@@ -118,12 +121,19 @@ def s2_schedule(tile: str, lat: float, lon: float, start: date, end: date, seed:
         hours = 10.5 - lon / 15.0 + rng.normal(0, 0.02)
         when = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(hours=hours)
         az, el = solar_angles(lat, lon, when)
-        out.append(S2Acquisition(
-            tile=tile, time=when.replace(microsecond=(when.microsecond // 1000) * 1000),
-            platform=platforms[k % 2], relative_orbit=orbit, sun_azimuth=az, sun_elevation=el,
-            view_incidence=float(rng.uniform(2, 10)), view_azimuth=float(rng.uniform(100, 290)),
-            baseline=_s2_baseline(day),
-        ))
+        out.append(
+            S2Acquisition(
+                tile=tile,
+                time=when.replace(microsecond=(when.microsecond // 1000) * 1000),
+                platform=platforms[k % 2],
+                relative_orbit=orbit,
+                sun_azimuth=az,
+                sun_elevation=el,
+                view_incidence=float(rng.uniform(2, 10)),
+                view_azimuth=float(rng.uniform(100, 290)),
+                baseline=_s2_baseline(day),
+            )
+        )
         day += timedelta(days=5)
         k += 1
     return out
@@ -166,10 +176,17 @@ def s1_schedule(tile: str, lon: float, start: date, end: date, seed: int) -> lis
                     continue
                 when = datetime(acq_day.year, acq_day.month, acq_day.day, tzinfo=UTC) + timedelta(hours=hour)
                 absolute = (acq_day - epoch).days * 175 // 12 + rel
-                out.append(S1Acquisition(
-                    tile=tile, time=when.replace(microsecond=0), platform=platform, orbit_state=state,
-                    relative_orbit=rel, absolute_orbit=absolute, incidence=float(incidence),
-                    repeat_days=12 // len(platforms),
-                ))
+                out.append(
+                    S1Acquisition(
+                        tile=tile,
+                        time=when.replace(microsecond=0),
+                        platform=platform,
+                        orbit_state=state,
+                        relative_orbit=rel,
+                        absolute_orbit=absolute,
+                        incidence=float(incidence),
+                        repeat_days=12 // len(platforms),
+                    )
+                )
             day += timedelta(days=12)
     return sorted(out, key=lambda a: a.time)

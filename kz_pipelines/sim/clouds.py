@@ -11,8 +11,14 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
 __all__ = [
-    "CLEAR", "CLOUD", "MISSING", "SEMI_TRANSPARENT", "SHADOW",
-    "CloudScene", "make_clouds", "scene_classification",
+    "CLEAR",
+    "CLOUD",
+    "MISSING",
+    "SEMI_TRANSPARENT",
+    "SHADOW",
+    "CloudScene",
+    "make_clouds",
+    "scene_classification",
 ]
 
 MISSING, CLEAR, SHADOW, SEMI_TRANSPARENT, CLOUD = 0, 1, 2, 3, 4

@@ -69,7 +69,9 @@ def _split(poly: Polygon, rng: np.random.Generator) -> list[Polygon]:
     return [q for p in parts for q in _split(p, rng)]
 
 
-def _fields(grid: GridSpec, n_parcels: int, rng: np.random.Generator) -> tuple[list[Polygon], list[tuple[Polygon, int]]]:
+def _fields(
+    grid: GridSpec, n_parcels: int, rng: np.random.Generator
+) -> tuple[list[Polygon], list[tuple[Polygon, int]]]:
     """Voronoi field layout: returns parcel polygons and (polygon, cover) background cells."""
     minx, miny, maxx, maxy = grid.bounds
     frame = box(minx + 60, miny + 60, maxx - 60, maxy - 60)
@@ -93,7 +95,7 @@ def _fields(grid: GridSpec, n_parcels: int, rng: np.random.Generator) -> tuple[l
             continue
         for part in _split(cell, rng):
             field = part.buffer(-rng.uniform(4, 10), join_style="mitre").simplify(2.0)
-            if isinstance(field, Polygon) and MIN_HA <= field.area / 1e4 and len(parcels) < n_parcels:
+            if isinstance(field, Polygon) and field.area / 1e4 >= MIN_HA and len(parcels) < n_parcels:
                 parcels.append(field)
             else:
                 background.append((part, COVER_GRASS))
@@ -149,15 +151,19 @@ def make_landscape(
     )
     cover[parcel_index > 0] = COVER_PARCEL
     patches = {i: _damage_patch(f, rng) for i, f in enumerate(fields) if damaged[i]}
-    damage_index = rasterize(
-        [(g, i + 1) for i, g in patches.items() if not g.is_empty],
-        out_shape=shape,
-        transform=tr,
-        fill=0,
-        dtype="int32",
-    ) if patches else np.zeros(shape, np.int32)
+    damage_index = (
+        rasterize(
+            [(g, i + 1) for i, g in patches.items() if not g.is_empty],
+            out_shape=shape,
+            transform=tr,
+            fill=0,
+            dtype="int32",
+        )
+        if patches
+        else np.zeros(shape, np.int32)
+    )
     vigour = (1.0 + 0.06 * _smooth_noise(rng, shape, 3.0)).astype(np.float32)
-    soil = (1.0 + 0.08 * _smooth_noise(rng, shape, 25.0) + 0.03 * _smooth_noise(rng, shape, 2.0))
+    soil = 1.0 + 0.08 * _smooth_noise(rng, shape, 25.0) + 0.03 * _smooth_noise(rng, shape, 2.0)
     return Landscape(
         grid=grid,
         fields=fields,

@@ -182,7 +182,9 @@ def simulate_calendar(  # noqa: PLR0915 - one crop season reads best top to bott
             # the next season's winter crop: sown and emerging in autumn
             next_emergence = next_sow + rng.uniform(8, 12)
             events += [("sowing", next_sow), ("emergence", next_emergence)]
-            green = np.maximum(green, np.where(t >= next_emergence, 0.3 * _sigmoid((t - next_emergence - 18) / 6.0), 0))
+            green = np.maximum(
+                green, np.where(t >= next_emergence, 0.3 * _sigmoid((t - next_emergence - 18) / 6.0), 0)
+            )
     elif cls_name == "fallow" and rng.random() < 0.4:
         plough = rng.uniform(165, 200)
         events.append(("ploughing", plough))

@@ -30,7 +30,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import stac_geoparquet.arrow
 
 import kz_pipelines
@@ -45,13 +44,24 @@ from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moi
 from kz_pipelines.sim.render import DayState, render_l1c, render_l2a, render_s1, render_surface, s1_coherence
 from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
 from kz_pipelines.sim.stac_items import (
-    S1_COLLECTION, S2_COLLECTIONS, collection_dict, s1_item, s2_item,
+    S1_COLLECTION,
+    S2_COLLECTIONS,
+    collection_dict,
+    s1_item,
+    s2_item,
 )
 from kz_pipelines.storage import write_cog, write_json
 from kz_pipelines.tiles import S2Tile, s2_tile
 
 __all__ = [
-    "S2Scene", "SimOutputError", "TileWorld", "build_tile", "day_state", "plan_region", "render_s2_scene", "simulate",
+    "S2Scene",
+    "SimOutputError",
+    "TileWorld",
+    "build_tile",
+    "day_state",
+    "plan_region",
+    "render_s2_scene",
+    "simulate",
 ]
 
 Progress = Callable[[int, int, str], None]
@@ -136,11 +146,21 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
             damage[i + 1] = 1.0 - cal.damage_severity * ramp
     offsets = np.concatenate([[0.0], rng.normal(0.0, 0.02, n)])
     moisture = np.clip(mv[None, :] + offsets[:, None], 0.05, 0.45).astype(np.float32)
-    meadow = (0.3 + 0.45 / (1 + np.exp(-(doy - 120) / 8.0)) - 0.2 / (1 + np.exp(-(doy - 260) / 10.0)))
+    meadow = 0.3 + 0.45 / (1 + np.exp(-(doy - 120) / 8.0)) - 0.2 / (1 + np.exp(-(doy - 260) / 10.0))
     return TileWorld(
-        index=index, tile=tile, grid=grid, land=land, classes=classes, declared=declared,
-        parcel_ids=[f"P{first_id + i:06d}" for i in range(n)], calendars=calendars,
-        green=green, dry=dry, rough=rough, damage=damage, moisture=moisture,
+        index=index,
+        tile=tile,
+        grid=grid,
+        land=land,
+        classes=classes,
+        declared=declared,
+        parcel_ids=[f"P{first_id + i:06d}" for i in range(n)],
+        calendars=calendars,
+        green=green,
+        dry=dry,
+        rough=rough,
+        damage=damage,
+        moisture=moisture,
         meadow=meadow.astype(np.float32),
     )
 
@@ -148,8 +168,12 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
 def day_state(world: TileWorld, day: int) -> DayState:
     """The crop state of every parcel of a tile on season day ``day`` (0 = config.start)."""
     return DayState(
-        green=world.green[:, day], dry=world.dry[:, day], rough=world.rough[:, day],
-        damage=world.damage[:, day], moisture=world.moisture[:, day], meadow=float(world.meadow[day]),
+        green=world.green[:, day],
+        dry=world.dry[:, day],
+        rough=world.rough[:, day],
+        damage=world.damage[:, day],
+        moisture=world.moisture[:, day],
+        meadow=float(world.meadow[day]),
     )
 
 
@@ -207,7 +231,9 @@ def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition
     valid: dict[int, np.ndarray] = {}
     for res in (10, 20, 60):
         g = world.grid.coarsened(res)
-        valid[res] = _block(clouds.valid.astype(np.uint8), res // 10, "min")[: g.height, : g.width].astype(bool)
+        valid[res] = _block(clouds.valid.astype(np.uint8), res // 10, "min")[: g.height, : g.width].astype(
+            bool
+        )
     bands: dict[str, dict[str, np.ndarray]] = {}
     levels = [("L2A", L2A_BANDS)] + ([("L1C", BANDS)] if cfg.l1c else [])
     for j, (level, band_list) in enumerate(levels):
@@ -240,7 +266,9 @@ def _s2_scene(
             write_cog(folder / f"{name}.tif", dn, world.grid.coarsened(res), nodata=0)
         if level == "L2A":
             write_cog(folder / "SCL.tif", scene.scl, world.grid.coarsened(20), nodata=0)
-            write_cog(root / "truth" / "cloudmask" / f"{item['id']}.tif", scene.truth, world.grid, nodata=None)
+            write_cog(
+                root / "truth" / "cloudmask" / f"{item['id']}.tif", scene.truth, world.grid, nodata=None
+            )
         write_json(folder / f"{item['id']}.json", item)
         items.append((rel, item))
     return items
@@ -280,27 +308,46 @@ def _truth_tables(cfg: SimConfig, worlds: list[TileWorld], root: Path) -> None:
     for w in worlds:
         for i, (field, cls, cal) in enumerate(zip(w.land.fields, w.classes, w.calendars, strict=True)):
             pid = w.parcel_ids[i]
-            parcels.append({"parcel_id": pid, "declared_code": w.declared[i], "epsg": w.tile.epsg,
-                            "geometry": field})
+            parcels.append(
+                {"parcel_id": pid, "declared_code": w.declared[i], "epsg": w.tile.epsg, "geometry": field}
+            )
             first = {e: date_of(d) for e, d in reversed(cal.events)}
-            truth.append({
-                "parcel_id": pid, "tile": w.tile.tile_id, "crop_class": cls.id, "crop_name": cls.name,
-                "declared_code": w.declared[i], "arable": cls.arable, "tillage": cal.tillage,
-                "sowing_date": first.get("sowing"), "emergence_date": date_of(cal.emergence),
-                "harvest_date": first.get("harvest"), "damaged": i in w.land.damage_patches,
-                "area_ha": field.area / 1e4,
-            })
+            truth.append(
+                {
+                    "parcel_id": pid,
+                    "tile": w.tile.tile_id,
+                    "crop_class": cls.id,
+                    "crop_name": cls.name,
+                    "declared_code": w.declared[i],
+                    "arable": cls.arable,
+                    "tillage": cal.tillage,
+                    "sowing_date": first.get("sowing"),
+                    "emergence_date": date_of(cal.emergence),
+                    "harvest_date": first.get("harvest"),
+                    "damaged": i in w.land.damage_patches,
+                    "area_ha": field.area / 1e4,
+                }
+            )
             events += [{"parcel_id": pid, "event": e, "date": date_of(d)} for e, d in cal.events]
             if i in w.land.damage_patches:
                 patch = w.land.damage_patches[i]
-                damage.append({
-                    "parcel_id": pid, "start_date": date_of(cal.damage_day), "severity": cal.damage_severity,
-                    "area_ha": patch.area / 1e4, "percent_of_parcel": patch.area / field.area * 100.0,
-                    "epsg": w.tile.epsg, "geometry": patch,
-                })
+                damage.append(
+                    {
+                        "parcel_id": pid,
+                        "start_date": date_of(cal.damage_day),
+                        "severity": cal.damage_severity,
+                        "area_ha": patch.area / 1e4,
+                        "percent_of_parcel": patch.area / field.area * 100.0,
+                        "epsg": w.tile.epsg,
+                        "geometry": patch,
+                    }
+                )
+
     def to_wgs84(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
-        frames = [gpd.GeoDataFrame([r for r in rows if r["epsg"] == e], crs=e).to_crs(4326)
-                  for e in sorted({r["epsg"] for r in rows})]
+        frames = [
+            gpd.GeoDataFrame([r for r in rows if r["epsg"] == e], crs=e).to_crs(4326)
+            for e in sorted({r["epsg"] for r in rows})
+        ]
         cols = [c for c in rows[0] if c != "epsg"] if rows else ["parcel_id", "geometry"]
         gdf = pd.concat(frames, ignore_index=True) if frames else gpd.GeoDataFrame(columns=cols)
         return gpd.GeoDataFrame(gdf[cols], geometry="geometry", crs=4326)
@@ -310,35 +357,54 @@ def _truth_tables(cfg: SimConfig, worlds: list[TileWorld], root: Path) -> None:
     pd.DataFrame(truth).to_parquet(root / "truth" / "parcels.parquet")
     pd.DataFrame(events, columns=["parcel_id", "event", "date"]).to_parquet(root / "truth" / "events.parquet")
     dmg_cols = ["parcel_id", "start_date", "severity", "area_ha", "percent_of_parcel", "epsg", "geometry"]
-    (to_wgs84(damage) if damage else gpd.GeoDataFrame(columns=dmg_cols[:-2] + ["geometry"], geometry="geometry",
-                                                       crs=4326)).to_parquet(root / "truth" / "damage.parquet")
+    (
+        to_wgs84(damage)
+        if damage
+        else gpd.GeoDataFrame(columns=dmg_cols[:-2] + ["geometry"], geometry="geometry", crs=4326)
+    ).to_parquet(root / "truth" / "damage.parquet")
 
 
-def _catalog(cfg: SimConfig, worlds: list[TileWorld], entries: list[tuple[Path, dict[str, Any]]],
-             root: Path) -> None:
+def _catalog(
+    cfg: SimConfig, worlds: list[TileWorld], entries: list[tuple[Path, dict[str, Any]]], root: Path
+) -> None:
     """Write collections, the catalog and the stac-geoparquet index; entries are (item folder relative
     to ``root/stac``, item)."""
     stac = root / "stac"
     bounds = [footprint(w.grid)[1] for w in worlds]
-    bbox = [min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds),
-            max(b[3] for b in bounds)]
+    bbox = [
+        min(b[0] for b in bounds),
+        min(b[1] for b in bounds),
+        max(b[2] for b in bounds),
+        max(b[3] for b in bounds),
+    ]
     start = datetime(cfg.start.year, cfg.start.month, cfg.start.day)
     end = datetime(cfg.end.year, cfg.end.month, cfg.end.day) + timedelta(days=1) - timedelta(seconds=1)
     collections = sorted({it["collection"] for _, it in entries})
     for cid in collections:
         coll = collection_dict(cid, bbox, start, end)
         coll["links"] += [
-            {"rel": "item", "href": f"./{rel.relative_to(cid)}/{it['id']}.json", "type": "application/geo+json"}
-            for rel, it in entries if it["collection"] == cid
+            {
+                "rel": "item",
+                "href": f"./{rel.relative_to(cid)}/{it['id']}.json",
+                "type": "application/geo+json",
+            }
+            for rel, it in entries
+            if it["collection"] == cid
         ]
         write_json(stac / cid / "collection.json", coll)
     catalog = {
-        "type": "Catalog", "stac_version": "1.0.0", "id": "kz-simulated-region",
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": "kz-simulated-region",
         "description": f"kz_pipelines simulated region (seed {cfg.seed}, tiles {', '.join(cfg.tile_ids)})",
-        "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"},
-                  {"rel": "self", "href": "./catalog.json", "type": "application/json"}]
-        + [{"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"}
-           for cid in collections],
+        "links": [
+            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+            {"rel": "self", "href": "./catalog.json", "type": "application/json"},
+        ]
+        + [
+            {"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"}
+            for cid in collections
+        ],
     }
     write_json(stac / "catalog.json", catalog)
     index = []
@@ -378,20 +444,29 @@ Plan = tuple[TileWorld, list[S2Acquisition], list[S1Acquisition]]
 
 def plan_region(cfg: SimConfig) -> list[Plan]:
     """Per tile: its world (parcels, crop seasons) and its S2 and S1 acquisition plans."""
-    counts = [cfg.n_parcels // len(cfg.tile_ids) + (i < cfg.n_parcels % len(cfg.tile_ids))
-              for i in range(len(cfg.tile_ids))]
+    counts = [
+        cfg.n_parcels // len(cfg.tile_ids) + (i < cfg.n_parcels % len(cfg.tile_ids))
+        for i in range(len(cfg.tile_ids))
+    ]
     plans: list[Plan] = []
     first = 1
     for i, n in enumerate(counts):
         w = build_tile(cfg, i, n, first_id=first)
         first += len(w.calendars)
         lon, lat = _centre(w.grid)
-        plans.append((w, s2_schedule(w.tile.tile_id, lat, lon, cfg.start, cfg.end, cfg.seed),
-                      s1_schedule(w.tile.tile_id, lon, cfg.start, cfg.end, cfg.seed)))
+        plans.append(
+            (
+                w,
+                s2_schedule(w.tile.tile_id, lat, lon, cfg.start, cfg.end, cfg.seed),
+                s1_schedule(w.tile.tile_id, lon, cfg.start, cfg.end, cfg.seed),
+            )
+        )
     return plans
 
 
-def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+def simulate(
+    cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
     """Simulate the region ``cfg`` into the folder ``out`` (see the module docstring for the layout).
 
     Nothing appears at ``out`` until the region is complete; on any error the partial output is removed.
@@ -429,17 +504,30 @@ def simulate(cfg: SimConfig, out: Path, overwrite: bool = False, progress: Progr
         items.sort(key=lambda e: (e[1]["collection"], str(e[0])))
         _truth_tables(cfg, worlds, tmp)
         _catalog(cfg, worlds, items, tmp)
-        summary = {
-            "kz_pipelines": kz_pipelines.__version__,
-            "config": {**asdict(cfg), "start": cfg.start.isoformat(), "end": cfg.end.isoformat(),
-                       "tiles": list(cfg.tile_ids)},
-            "tiles": {w.tile.tile_id: {"epsg": w.grid.epsg, "bounds": list(w.grid.bounds),
-                                       "parcels": len(w.calendars)} for w in worlds},
-            "parcels": sum(len(w.calendars) for w in worlds),
-            "items": {c: sum(it["collection"] == c for _, it in items)
-                      for c in sorted({it["collection"] for _, it in items})},
+        config = {
+            **asdict(cfg),
+            "start": cfg.start.isoformat(),
+            "end": cfg.end.isoformat(),
+            "tiles": list(cfg.tile_ids),
         }
-        summary["config"].pop("tile_ids", None)
+        config.pop("tile_ids", None)
+        summary: dict[str, Any] = {
+            "kz_pipelines": kz_pipelines.__version__,
+            "config": config,
+            "tiles": {
+                w.tile.tile_id: {
+                    "epsg": w.grid.epsg,
+                    "bounds": list(w.grid.bounds),
+                    "parcels": len(w.calendars),
+                }
+                for w in worlds
+            },
+            "parcels": sum(len(w.calendars) for w in worlds),
+            "items": {
+                c: sum(it["collection"] == c for _, it in items)
+                for c in sorted({it["collection"] for _, it in items})
+            },
+        }
         write_json(tmp / "region.json", summary)
         if out.exists():
             trash = out.resolve().parent / f".{out.name}.old-{os.getpid()}"
@@ -486,4 +574,3 @@ class _Serial:
 def _centre(grid: GridSpec) -> tuple[float, float]:
     _, bbox = footprint(grid)
     return (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-

@@ -12,7 +12,16 @@ from kz_pipelines.sim.clouds import CloudScene
 from kz_pipelines.sim.landscape import COVER_FOREST, COVER_GRASS, COVER_WATER, Landscape
 from kz_pipelines.sim.spectra import BANDS, SPECTRA, band_index
 
-__all__ = ["ENL", "DayState", "render_l1c", "render_l2a", "render_s1", "render_surface", "s1_coherence", "s1_sigma0"]
+__all__ = [
+    "ENL",
+    "DayState",
+    "render_l1c",
+    "render_l2a",
+    "render_s1",
+    "render_surface",
+    "s1_coherence",
+    "s1_sigma0",
+]
 
 ENL = 4.4
 """Equivalent number of looks of the simulated GRD speckle (Sentinel-1 IW GRDH)."""

@@ -15,22 +15,32 @@ from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
 from kz_pipelines.tiles import S2Tile
 
 __all__ = [
-    "S1_COLLECTION", "S2_COLLECTIONS", "collection_dict", "s1_item", "s1_item_id",
-    "s2_item", "s2_item_id",
+    "S1_COLLECTION",
+    "S2_COLLECTIONS",
+    "collection_dict",
+    "s1_item",
+    "s1_item_id",
+    "s2_item",
+    "s2_item_id",
 ]
 
 S2_COLLECTIONS = {"L2A": "sentinel-2-l2a", "L1C": "sentinel-2-l1c"}
 S1_COLLECTION = "sentinel-1-grd"
 _EXT = "https://stac-extensions.github.io"
 _S2_EXTENSIONS = [
-    f"{_EXT}/grid/v1.1.0/schema.json", f"{_EXT}/mgrs/v1.0.0/schema.json",
-    f"{_EXT}/processing/v1.1.0/schema.json", f"{_EXT}/projection/v1.1.0/schema.json",
-    f"{_EXT}/raster/v1.1.0/schema.json", f"{_EXT}/view/v1.0.0/schema.json",
+    f"{_EXT}/grid/v1.1.0/schema.json",
+    f"{_EXT}/mgrs/v1.0.0/schema.json",
+    f"{_EXT}/processing/v1.1.0/schema.json",
+    f"{_EXT}/projection/v1.1.0/schema.json",
+    f"{_EXT}/raster/v1.1.0/schema.json",
+    f"{_EXT}/view/v1.0.0/schema.json",
     f"{_EXT}/eo/v1.1.0/schema.json",
 ]
 _S1_EXTENSIONS = [
-    f"{_EXT}/projection/v1.1.0/schema.json", f"{_EXT}/sat/v1.0.0/schema.json",
-    f"{_EXT}/processing/v1.1.0/schema.json", f"{_EXT}/sar/v1.0.0/schema.json",
+    f"{_EXT}/projection/v1.1.0/schema.json",
+    f"{_EXT}/sat/v1.0.0/schema.json",
+    f"{_EXT}/processing/v1.1.0/schema.json",
+    f"{_EXT}/sar/v1.0.0/schema.json",
     f"{_EXT}/raster/v1.1.0/schema.json",
 ]
 _COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -55,8 +65,10 @@ def s1_item_id(acq: S1Acquisition) -> str:
     """ESA product style id, e.g. ``S1A_IW_GRDH_1SDV_20240401T163112_20240401T163137_053324_067A1B``."""
     end = acq.time + timedelta(seconds=25)
     take = (acq.absolute_orbit * 7 + acq.relative_orbit) % 0xFFFFFF
-    return (f"S1{acq.platform[-1].upper()}_IW_GRDH_1SDV_{acq.time:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}_"
-            f"{acq.absolute_orbit:06d}_{take:06X}")
+    return (
+        f"S1{acq.platform[-1].upper()}_IW_GRDH_1SDV_{acq.time:%Y%m%dT%H%M%S}_{end:%Y%m%dT%H%M%S}_"
+        f"{acq.absolute_orbit:06d}_{take:06X}"
+    )
 
 
 def _links(collection: str, item_id: str) -> list[dict[str, str]]:
@@ -69,7 +81,11 @@ def _links(collection: str, item_id: str) -> list[dict[str, str]]:
 
 
 def s2_item(
-    acq: S2Acquisition, tile: S2Tile, grid: GridSpec, level: str, scl_counts: np.ndarray | None,
+    acq: S2Acquisition,
+    tile: S2Tile,
+    grid: GridSpec,
+    level: str,
+    scl_counts: np.ndarray | None,
     nodata_pct: float,
 ) -> dict[str, Any]:
     """The STAC item of a simulated S2 scene (asset hrefs relative to the item's folder).
@@ -119,8 +135,10 @@ def s2_item(
         "s2:nodata_pixel_percentage": round(nodata_pct, 6),
         "s2:product_type": f"S2{code}",
         "s2:processing_baseline": acq.baseline,
-        "s2:product_uri": (f"{plat}_{code}_{acq.time:%Y%m%dT%H%M%S}_N{n_base}_R{acq.relative_orbit:03d}_"
-                           f"T{tile.tile_id}_{gen:%Y%m%dT%H%M%S}.SAFE"),
+        "s2:product_uri": (
+            f"{plat}_{code}_{acq.time:%Y%m%dT%H%M%S}_N{n_base}_R{acq.relative_orbit:03d}_"
+            f"T{tile.tile_id}_{gen:%Y%m%dT%H%M%S}.SAFE"
+        ),
         "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
         "s2:datatake_id": f"G{plat}_{acq.time:%Y%m%dT%H%M%S}_{acq.relative_orbit:06d}_N{acq.baseline}",
         "s2:datatake_type": "INS-NOBS",
@@ -132,40 +150,59 @@ def s2_item(
         "updated": _iso(gen + timedelta(minutes=20)),
     }
     if level == "L2A":
-        props.update({
-            "s2:saturated_defective_pixel_percentage": 0,
-            "s2:cloud_shadow_percentage": pct(3),
-            "s2:vegetation_percentage": pct(4),
-            "s2:not_vegetated_percentage": pct(5),
-            "s2:water_percentage": pct(6),
-            "s2:unclassified_percentage": pct(7),
-            "s2:medium_proba_clouds_percentage": pct(8),
-            "s2:high_proba_clouds_percentage": pct(9),
-            "s2:thin_cirrus_percentage": pct(10),
-            "s2:snow_ice_percentage": pct(11),
-            "earthsearch:boa_offset_applied": boa,
-        })
+        props.update(
+            {
+                "s2:saturated_defective_pixel_percentage": 0,
+                "s2:cloud_shadow_percentage": pct(3),
+                "s2:vegetation_percentage": pct(4),
+                "s2:not_vegetated_percentage": pct(5),
+                "s2:water_percentage": pct(6),
+                "s2:unclassified_percentage": pct(7),
+                "s2:medium_proba_clouds_percentage": pct(8),
+                "s2:high_proba_clouds_percentage": pct(9),
+                "s2:thin_cirrus_percentage": pct(10),
+                "s2:snow_ice_percentage": pct(11),
+                "earthsearch:boa_offset_applied": boa,
+            }
+        )
     assets: dict[str, Any] = {}
-    for band in (L2A_BANDS if level == "L2A" else BANDS):
+    for band in L2A_BANDS if level == "L2A" else BANDS:
         g = grid.coarsened(band.resolution)
         assets[band.asset] = {
             "href": f"./{band.name}.tif",
             "type": _COG,
             "title": band.title,
-            "eo:bands": [{"name": band.name, "common_name": band.common_name,
-                          "center_wavelength": band.center, "full_width_half_max": band.fwhm}],
+            "eo:bands": [
+                {
+                    "name": band.name,
+                    "common_name": band.common_name,
+                    "center_wavelength": band.center,
+                    "full_width_half_max": band.fwhm,
+                }
+            ],
             "gsd": band.resolution,
             "proj:shape": [g.height, g.width],
             "proj:transform": list(g.transform)[:6],
-            "raster:bands": [{"nodata": 0, "data_type": "uint16", "spatial_resolution": band.resolution,
-                              "scale": 0.0001, "offset": offset}],
+            "raster:bands": [
+                {
+                    "nodata": 0,
+                    "data_type": "uint16",
+                    "spatial_resolution": band.resolution,
+                    "scale": 0.0001,
+                    "offset": offset,
+                }
+            ],
             "roles": ["data", "reflectance"],
         }
     if level == "L2A":
         g = grid.coarsened(20)
         assets["scl"] = {
-            "href": "./SCL.tif", "type": _COG, "title": "Scene classification map (SCL)", "gsd": 20,
-            "proj:shape": [g.height, g.width], "proj:transform": list(g.transform)[:6],
+            "href": "./SCL.tif",
+            "type": _COG,
+            "title": "Scene classification map (SCL)",
+            "gsd": 20,
+            "proj:shape": [g.height, g.width],
+            "proj:transform": list(g.transform)[:6],
             "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
             "roles": ["data"],
         }
@@ -194,20 +231,35 @@ def s1_item(acq: S1Acquisition, grid: GridSpec, with_coherence: bool) -> dict[st
     end = acq.time + timedelta(seconds=25)
     lon_c, lat_c = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     props: dict[str, Any] = {
-        "sar:frequency_band": "C", "sar:center_frequency": 5.405, "sar:observation_direction": "right",
-        "sar:instrument_mode": "IW", "sar:polarizations": ["VV", "VH"], "sar:product_type": "GRD",
-        "sar:resolution_range": 20, "sar:resolution_azimuth": 22, "sar:pixel_spacing_range": 10,
-        "sar:pixel_spacing_azimuth": 10, "sar:looks_range": 5, "sar:looks_azimuth": 1,
+        "sar:frequency_band": "C",
+        "sar:center_frequency": 5.405,
+        "sar:observation_direction": "right",
+        "sar:instrument_mode": "IW",
+        "sar:polarizations": ["VV", "VH"],
+        "sar:product_type": "GRD",
+        "sar:resolution_range": 20,
+        "sar:resolution_azimuth": 22,
+        "sar:pixel_spacing_range": 10,
+        "sar:pixel_spacing_azimuth": 10,
+        "sar:looks_range": 5,
+        "sar:looks_azimuth": 1,
         "sar:looks_equivalent_number": 4.4,
-        "sat:orbit_state": acq.orbit_state, "sat:absolute_orbit": acq.absolute_orbit,
+        "sat:orbit_state": acq.orbit_state,
+        "sat:absolute_orbit": acq.absolute_orbit,
         "sat:relative_orbit": acq.relative_orbit,
-        "proj:epsg": grid.epsg, "proj:shape": [grid.height, grid.width],
+        "proj:epsg": grid.epsg,
+        "proj:shape": [grid.height, grid.width],
         "proj:transform": list(grid.transform)[:6],
         "proj:centroid": {"lat": round(lat_c, 5), "lon": round(lon_c, 5)},
-        "platform": acq.platform, "constellation": "sentinel-1",
-        "start_datetime": _iso(acq.time), "end_datetime": _iso(end),
-        "s1:instrument_configuration_ID": "7", "s1:product_timeliness": "Fast-24h",
-        "s1:processing_level": "1", "s1:resolution": "high", "s1:orbit_source": "RESORB",
+        "platform": acq.platform,
+        "constellation": "sentinel-1",
+        "start_datetime": _iso(acq.time),
+        "end_datetime": _iso(end),
+        "s1:instrument_configuration_ID": "7",
+        "s1:product_timeliness": "Fast-24h",
+        "s1:processing_level": "1",
+        "s1:resolution": "high",
+        "s1:orbit_source": "RESORB",
         "s1:product_identifier": item_id,
         "datetime": _iso(acq.time + timedelta(seconds=12)),
         "processing:software": {"kz_pipelines.sim": kz_pipelines.__version__},
@@ -216,17 +268,29 @@ def s1_item(acq: S1Acquisition, grid: GridSpec, with_coherence: bool) -> dict[st
     pols = [("vv", "VV Data"), ("vh", "VH Data")] + ([("coh_vv", "VV coherence")] if with_coherence else [])
     for key, title in pols:
         assets[key] = {
-            "href": f"./{key}.tif", "type": _COG, "title": title,
-            "description": ("Sigma0, linear power, terrain-corrected onto the MGRS tile grid" if key != "coh_vv"
-                            else f"Coherence with the previous acquisition of relative orbit {acq.relative_orbit}"
-                                 f" ({acq.repeat_days} days before)"),
+            "href": f"./{key}.tif",
+            "type": _COG,
+            "title": title,
+            "description": (
+                "Sigma0, linear power, terrain-corrected onto the MGRS tile grid"
+                if key != "coh_vv"
+                else f"Coherence with the previous acquisition of relative orbit {acq.relative_orbit}"
+                f" ({acq.repeat_days} days before)"
+            ),
             "raster:bands": [{"nodata": 0, "data_type": "float32", "spatial_resolution": 10}],
             "roles": ["data"] if key != "coh_vv" else ["data", "coherence"],
         }
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": _S1_EXTENSIONS, "id": item_id,
-        "bbox": bbox, "geometry": geom, "properties": props,
-        "links": _links(S1_COLLECTION, item_id), "assets": assets, "collection": S1_COLLECTION,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": _S1_EXTENSIONS,
+        "id": item_id,
+        "bbox": bbox,
+        "geometry": geom,
+        "properties": props,
+        "links": _links(S1_COLLECTION, item_id),
+        "assets": assets,
+        "collection": S1_COLLECTION,
     }
 
 

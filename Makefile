@@ -1,0 +1,38 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint venv venv-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+demo: venv
+	$(BIN)/kz demo
+
+test: venv-dev
+	$(BIN)/ruff check kz_pipelines kz_pipelines_tests benchmarks scripts
+	$(BIN)/mypy kz_pipelines
+	$(BIN)/pytest
+
+lint: venv-dev
+	$(BIN)/ruff check kz_pipelines kz_pipelines_tests benchmarks scripts
+	$(BIN)/mypy kz_pipelines
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,70 @@
+"""The `kz` command: help, and one-line errors with a non-zero exit for what the user can fix."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def kz(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kz_pipelines.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_subcommands() -> None:
+    out = kz("--help")
+    assert out.returncode == 0
+    for cmd in ("simulate", "demo", "stac"):
+        assert cmd in out.stdout
+    assert "serve" in kz("stac", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "--tiles", "35VLF,99XXX"], "unknown Sentinel-2 tile id '99XXX'"),
+        (["simulate", "--size-px", "10"], "size_px: must be"),
+        (["simulate", "--start", "2024-02-30"], "--start: '2024-02-30' is not a date"),
+        (["simulate", "--out", "/proc/kz-region"], "cannot write in /proc"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args: list[str], message: str) -> None:
+    out = kz(*args)
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert message in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_output_dir(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        out = kz("simulate", "--out", str(locked / "region"), "--parcels", "4", "--tiles", "35VLF")
+        if out.returncode == 0:
+            pytest.skip("running as a user that ignores directory permissions")
+        assert out.returncode == 2
+        assert "kz: error:" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_port_in_use(region: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = kz("stac", "serve", "--catalog", str(region), "--port", str(port))
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
