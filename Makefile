@@ -28,7 +28,6 @@ demo: venv
 test: venv-dev
 	$(BIN)/ruff check kz_pipelines kz_pipelines_tests benchmarks scripts
 	$(BIN)/mypy kz_pipelines
-	$(BIN)/dagster definitions validate -m kz_pipelines.definitions
 	$(BIN)/pytest
 
 lint: venv-dev
