@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -30,11 +31,15 @@ def test_materialize_item_partition_on_postgres(
         "KZ_PG_USER": postgres["user"],
         "KZ_PG_PASSWORD": postgres["password"],
         "KZ_PG_DB": DB,
-        "DAGSTER_HOME": str(REPO),
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    instance = dg.DagsterInstance.from_config(str(REPO))
+    # the repo's dagster.yaml, in a home of its own so local artifacts and compute logs stay out of the repo
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         instance.add_dynamic_partitions("tile", ["35VLF", "35VMF"])
