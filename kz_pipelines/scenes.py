@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ S2_COLLECTION = "sentinel-2-l2a"
 S1_COLLECTION = "sentinel-1-grd"
 
 
+@lru_cache(maxsize=256)
 def _tile_bbox(tile_id: str) -> list[float]:
+    """WGS84 bbox of the whole tile."""
     return footprint(s2_tile(tile_id).grid(60.0))[1]
 
 

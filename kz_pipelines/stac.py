@@ -13,14 +13,17 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 import pystac
 import stac_geoparquet.arrow
+from pystac_client import Client
+from pystac_client.exceptions import APIError
 from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
 
 from kz_pipelines.errors import UserFacingError
 
@@ -65,14 +68,19 @@ class StacSearch(Protocol):
         ...
 
 
+def _utc(text: str) -> datetime:
+    """An RFC 3339 timestamp as an aware UTC-based datetime (naive input is taken as UTC)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _parse_instant(text: str, end: bool) -> datetime | None:
     if text in ("", ".."):
         return None
     if len(text) == 10:  # a bare date: the whole day
-        day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        day = _utc(text)
         return day + timedelta(days=1) - timedelta(microseconds=1) if end else day
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return _utc(text)
 
 
 def parse_datetime_range(text: str) -> tuple[datetime | None, datetime | None]:
@@ -96,8 +104,7 @@ def _item_time(props: dict[str, Any]) -> datetime:
     raw = props.get("datetime") or props.get("start_datetime")
     if raw is None:
         raise StacSearchError("item without datetime")
-    value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return _utc(str(raw))
 
 
 @dataclass
@@ -119,7 +126,7 @@ class EmbeddedSearch:
             raise StacSearchError(f"no STAC index at {self.index} (run `kz simulate` first?)")
         try:
             table = pq.read_table(self.index)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        except Exception as exc:  # any unreadable file gets the same clear message
             raise StacSearchError(f"cannot read STAC index {self.index}: {exc}") from None
         root = self.index.parent.resolve()
         items = list(stac_geoparquet.arrow.stac_table_to_items(table))
@@ -129,6 +136,11 @@ class EmbeddedSearch:
                 if href and "://" not in href and not href.startswith("/"):
                     asset["href"] = str(root / href)
         return items
+
+    @cached_property
+    def _footprints(self) -> list[tuple[datetime, BaseGeometry]]:
+        """Per item (same order as ``items``): its time and footprint, parsed once."""
+        return [(_item_time(it["properties"]), shape(it["geometry"])) for it in self.items]
 
     def search(
         self,
@@ -145,22 +157,21 @@ class EmbeddedSearch:
             if unknown:
                 raise StacSearchError(f"unsupported query operator(s) {sorted(unknown)} for {name!r}")
         found = []
-        for it in self.items:
+        for it, (when, geom) in zip(self.items, self._footprints, strict=True):
             if it.get("collection") not in collections:
                 continue
-            props = it["properties"]
-            when = _item_time(props)
             if (start and when < start) or (end and when > end):
                 continue
-            if area is not None and not shape(it["geometry"]).intersects(area):
+            if area is not None and not geom.intersects(area):
                 continue
+            props = it["properties"]
             if not all(
                 name in props and all(_OPS[op](props[name], arg) for op, arg in ops.items())
                 for name, ops in (query or {}).items()
             ):
                 continue
-            found.append(pystac.Item.from_dict(it, preserve_dict=False))
-        return sorted(found, key=lambda i: (_item_time(i.properties), i.id))
+            found.append((when, it["id"], it))
+        return [pystac.Item.from_dict(it) for _, _, it in sorted(found, key=lambda f: (f[0], f[1]))]
 
 
 @dataclass
@@ -173,6 +184,14 @@ class ApiSearch:
 
     url: str
 
+    @cached_property
+    def _client(self) -> Client:
+        """The API client, opened once (the landing page is fetched on open)."""
+        try:
+            return Client.open(self.url)
+        except (APIError, OSError) as exc:
+            raise StacSearchError(f"STAC API {self.url} cannot be opened: {exc}") from None
+
     def search(
         self,
         collections: Sequence[str],
@@ -181,12 +200,8 @@ class ApiSearch:
         query: Query | None = None,
     ) -> list[pystac.Item]:
         """See StacSearch.search."""
-        from pystac_client import Client
-        from pystac_client.exceptions import APIError
-
         try:
-            client = Client.open(self.url)
-            result = client.search(
+            result = self._client.search(
                 collections=list(collections),
                 bbox=list(bbox) if bbox else None,
                 datetime=datetime,
@@ -199,15 +214,25 @@ class ApiSearch:
         return sorted(items, key=lambda i: (_item_time(i.properties), i.id))
 
 
+@lru_cache(maxsize=8)
+def _embedded(path: Path, mtime_ns: int) -> EmbeddedSearch:
+    """One EmbeddedSearch per index file version, so that its items are read and parsed once."""
+    return EmbeddedSearch(path)
+
+
 def open_search(location: str) -> StacSearch:
     """A search over ``location``: an ``http(s)://`` STAC API URL, a stac-geoparquet file, or a
-    simulated region folder (its ``stac/items.parquet``)."""
+    simulated region folder (its ``stac/items.parquet``).
+
+    An embedded index is read once per process and file version (a rewritten file is read again)."""
     if location.startswith(("http://", "https://")):
         return ApiSearch(location)
     path = Path(location)
     if path.is_dir():
         path = path / "stac" / "items.parquet" if (path / "stac").is_dir() else path / "items.parquet"
-    return EmbeddedSearch(path)
+    if not path.is_file():
+        return EmbeddedSearch(path)  # raises a clear error on first search
+    return _embedded(path.resolve(), path.stat().st_mtime_ns)
 
 
 def read_region_catalog(region: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
