@@ -32,11 +32,6 @@ err = Console(stderr=True)
 DEFAULT_REGION = Path("var/region")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]kz: error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _date(text: str, name: str) -> date:
     try:
         return datetime.strptime(text, "%Y-%m-%d").date()
@@ -135,15 +130,19 @@ def stac_serve(
 ) -> None:
     """Serve a region's items as a STAC API (stac-fastapi-pgstac on PostgreSQL)."""
     from kz_pipelines.stac import read_region_catalog
-    from kz_pipelines.stac_server import PgConnection, _bind, load_catalog, prepare_database, serve
+    from kz_pipelines.stac_server import PgConnection, bind_port, load_catalog, prepare_database, serve
 
-    _bind(host, port).close()  # fail fast on a busy port, before touching the database
-    collections, items = read_region_catalog(catalog)
-    conn = PgConnection(host=pg_host, port=pg_port, user=pg_user, password=pg_password, dbname=pg_db)
-    prepare_database(conn)
-    n = load_catalog(conn, collections, items)
+    sock = bind_port(host, port)  # a busy port fails here, before the database is touched
+    try:
+        collections, items = read_region_catalog(catalog)
+        conn = PgConnection(host=pg_host, port=pg_port, user=pg_user, password=pg_password, dbname=pg_db)
+        prepare_database(conn)
+        n = load_catalog(conn, collections, items)
+    except BaseException:
+        sock.close()
+        raise
     err.print(f"loaded {n} items into {pg_db}; serving http://{host}:{port}/")
-    serve(conn, host=host, port=port)
+    serve(conn, sock)
 
 
 @stac_app.command("search")
@@ -157,7 +156,10 @@ def stac_search(
     """Search a catalog and print matching item ids, one per line."""
     from kz_pipelines.stac import open_search
 
-    box = [float(v) for v in bbox.split(",")] if bbox else None
+    try:
+        box = [float(v) for v in bbox.split(",")] if bbox else None
+    except ValueError:
+        raise UserFacingError(f"--bbox: {bbox!r} is not minx,miny,maxx,maxy") from None
     query = {"eo:cloud_cover": {"lt": max_cloud}} if max_cloud is not None else None
     for item in open_search(catalog).search(collection, box, datetime_, query):
         typer.echo(item.id)
@@ -168,7 +170,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserFacingError as exc:
-        raise SystemExit(_fail(str(exc)).exit_code) from None
+        err.print(f"[bold red]kz: error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -8,10 +8,11 @@ nothing in this module answers a STAC request itself.
 
 Typical use::
 
+    sock = bind_port("127.0.0.1", 8081)  # a busy port fails here, before any other work
     conn = PgConnection()
     prepare_database(conn)
     load_catalog(conn, [collection], items)
-    serve(conn, port=8081)  # blocks
+    serve(conn, sock)  # blocks
 
 Settings are passed to stac-fastapi-pgstac explicitly (`stac_fastapi.pgstac.config.Settings` and
 `PostgresSettings`), so the process environment is neither read for the database nor modified.
@@ -56,6 +57,7 @@ __all__ = [
     "PgConnection",
     "PortInUseError",
     "ServerStartError",
+    "bind_port",
     "create_app",
     "load_catalog",
     "prepare_database",
@@ -245,7 +247,7 @@ def create_app(conn: PgConnection, *, title: str = "kz-pipelines STAC API") -> F
     return api.app
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_port(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``(host, port)``; port 0 picks a free one.
 
     Raises:
@@ -272,24 +274,18 @@ def _uvicorn_server(app: FastAPI, host: str, port: int, log_level: str) -> uvico
     return uvicorn.Server(config)
 
 
-def serve(conn: PgConnection, host: str = "127.0.0.1", port: int = 8081, log_level: str = "info") -> None:
-    """Serve the STAC API on ``http://{host}:{port}/`` until interrupted (blocking).
+def serve(conn: PgConnection, sock: socket.socket, log_level: str = "info") -> None:
+    """Serve the STAC API on an already bound socket until interrupted (blocking); closes the socket.
 
-    The port is bound before the application is built, so a busy port fails fast.
+    Bind first with `bind_port`, so that a busy port fails before any other work.
 
     Args:
         conn: a database prepared by `prepare_database`.
-        host: address to listen on.
-        port: TCP port to listen on.
+        sock: a socket from `bind_port`.
         log_level: uvicorn log level.
-
-    Raises:
-        PortInUseError: the port is already bound (message ``port 8081 on 127.0.0.1 is
-            already in use``).
     """
-    sock = _bind(host, port)
     try:
-        bound_port = sock.getsockname()[1]
+        host, bound_port = sock.getsockname()[:2]
         server = _uvicorn_server(create_app(conn), host, bound_port, log_level)
         logger.info("serving the STAC API of database %s on %s", conn.dbname, _base_url(host, bound_port))
         server.run(sockets=[sock])
@@ -337,7 +333,7 @@ def running_server(
         ServerStartError: the server exited during startup (e.g. the database is unreachable;
             uvicorn logs the cause) or did not answer within ``startup_timeout_s``.
     """
-    sock = _bind(host, port)
+    sock = bind_port(host, port)
     bound_port = sock.getsockname()[1]
     try:
         app = create_app(conn)

@@ -20,10 +20,10 @@ from kz_pipelines.stac_server import (
     PgConnection,
     PortInUseError,
     ServerStartError,
+    bind_port,
     load_catalog,
     prepare_database,
     running_server,
-    serve,
 )
 
 TEST_DB = "kz_stac_test"
@@ -201,13 +201,13 @@ def test_loading_twice_does_not_duplicate(pg_conn: PgConnection, stac_url: str) 
     assert ids == sorted(item["id"] for item in ITEMS)
 
 
-def test_serve_on_bound_port_raises_port_in_use() -> None:
+def test_binding_a_busy_port_raises_port_in_use() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(PortInUseError, match=rf"^port {port} on 127\.0\.0\.1 is already in use$"):
-            serve(PgConnection(dbname=TEST_DB), host="127.0.0.1", port=port)
+            bind_port("127.0.0.1", port)
 
 
 @pytest.mark.postgres

@@ -98,7 +98,7 @@ def _mowings(rng: np.random.Generator, cls_name: str, last_day: float) -> list[f
     return days
 
 
-def simulate_calendar(  # noqa: PLR0915 - one crop season reads best top to bottom
+def simulate_calendar(
     rng: np.random.Generator,
     group: str,
     cls_name: str,
