@@ -17,11 +17,11 @@ SMALL = SimConfig(
     seed=7,
     tiles=("35VLF", "35VMF"),
     size_px=240,
-    start=date(2024, 5, 20),
+    start=date(2024, 4, 20),
     end=date(2024, 7, 31),
     n_parcels=40,
 )
-"""The test region: two tiles of 2.4 km, ten weeks around the first grassland cuts."""
+"""The test region: two tiles of 2.4 km, from spring sowing (bare seedbeds) past the first grassland cuts."""
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ static rasters (parcel index, land cover, within-field heterogeneity, damaged pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -15,7 +16,15 @@ from shapely.geometry.base import BaseGeometry
 
 from kz_pipelines.raster import GridSpec
 
-__all__ = ["COVER_FOREST", "COVER_GRASS", "COVER_PARCEL", "COVER_WATER", "Landscape", "make_landscape"]
+__all__ = [
+    "COVER_FOREST",
+    "COVER_GRASS",
+    "COVER_PARCEL",
+    "COVER_WATER",
+    "Landscape",
+    "make_landscape",
+    "with_damage",
+]
 
 COVER_PARCEL, COVER_FOREST, COVER_GRASS, COVER_WATER = 0, 1, 2, 3
 """Land cover codes of the background raster (parcel pixels are COVER_PARCEL)."""
@@ -129,15 +138,12 @@ def _damage_patch(field: Polygon, rng: np.random.Generator) -> BaseGeometry:
     return shapely.affinity.scale(shape, lo, lo, origin=p).intersection(field)
 
 
-def make_landscape(
-    grid: GridSpec, n_parcels: int, damaged: np.ndarray, rng: np.random.Generator
-) -> Landscape:
-    """Lay out fields and background land cover on ``grid``.
+def make_landscape(grid: GridSpec, n_parcels: int, rng: np.random.Generator) -> Landscape:
+    """Lay out fields and background land cover on ``grid`` (no damaged patches yet).
 
     Args:
         grid: the 10 m window grid.
         n_parcels: number of parcels wanted (fewer if they do not fit).
-        damaged: boolean per parcel (length >= n_parcels): which parcels get a damaged patch.
         rng: random generator.
     """
     fields, background = _fields(grid, n_parcels, rng)
@@ -150,18 +156,6 @@ def make_landscape(
         [(f, i + 1) for i, f in enumerate(fields)], out_shape=shape, transform=tr, fill=0, dtype="int32"
     )
     cover[parcel_index > 0] = COVER_PARCEL
-    patches = {i: _damage_patch(f, rng) for i, f in enumerate(fields) if damaged[i]}
-    damage_index = (
-        rasterize(
-            [(g, i + 1) for i, g in patches.items() if not g.is_empty],
-            out_shape=shape,
-            transform=tr,
-            fill=0,
-            dtype="int32",
-        )
-        if patches
-        else np.zeros(shape, np.int32)
-    )
     vigour = (1.0 + 0.06 * _smooth_noise(rng, shape, 3.0)).astype(np.float32)
     soil = 1.0 + 0.08 * _smooth_noise(rng, shape, 25.0) + 0.03 * _smooth_noise(rng, shape, 2.0)
     return Landscape(
@@ -171,6 +165,24 @@ def make_landscape(
         cover=cover,
         vigour=vigour,
         soil=soil.astype(np.float32),
-        damage_index=damage_index,
-        damage_patches=patches,
+        damage_index=np.zeros(shape, np.int32),
+        damage_patches={},
     )
+
+
+def with_damage(land: Landscape, damaged: Sequence[bool], rng: np.random.Generator) -> Landscape:
+    """The landscape with a damaged patch (5-40% of the field) in each parcel flagged in ``damaged``.
+
+    Args:
+        land: the landscape.
+        damaged: per parcel (same order as ``land.fields``), whether it gets a patch.
+        rng: random generator.
+    """
+    patches = {i: _damage_patch(f, rng) for i, f in enumerate(land.fields) if damaged[i]}
+    shapes = [(g, i + 1) for i, g in patches.items() if not g.is_empty]
+    damage_index = (
+        rasterize(shapes, out_shape=land.grid.shape, transform=land.grid.transform, fill=0, dtype="int32")
+        if shapes
+        else np.zeros(land.grid.shape, np.int32)
+    )
+    return replace(land, damage_index=damage_index, damage_patches=patches)

@@ -39,10 +39,18 @@ from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
 from kz_pipelines.sim.clouds import make_clouds, scene_classification
 from kz_pipelines.sim.config import SimConfig
-from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape
+from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape, with_damage
 from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moisture
-from kz_pipelines.sim.render import DayState, render_l1c, render_l2a, render_s1, render_surface, s1_coherence
-from kz_pipelines.sim.spectra import BANDS, L2A_BANDS
+from kz_pipelines.sim.render import (
+    DayState,
+    render_l1c,
+    render_l2a,
+    render_s1,
+    render_surface,
+    s1_coherence,
+    shade,
+)
+from kz_pipelines.sim.spectra import BANDS, L2A_BANDS, band_index
 from kz_pipelines.sim.stac_items import (
     S1_COLLECTION,
     S2_COLLECTIONS,
@@ -118,8 +126,7 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
     grid = tile.window(cfg.size_px)
     rng = np.random.default_rng([cfg.seed, index, 0])
     taxonomy = load_taxonomy()
-    damaged = rng.random(n_parcels) < 0.12
-    land = make_landscape(_render_grid(grid), n_parcels, damaged, rng)
+    land = make_landscape(_render_grid(grid), n_parcels, rng)
     n = len(land.fields)
     freq = np.array([c.frequency for c in taxonomy.classes])
     classes = [taxonomy.classes[i] for i in rng.choice(len(freq), size=n, p=freq / freq.sum())]
@@ -128,11 +135,13 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
     for c in classes:
         u = rng.random()
         declared.append("9999" if u < 0.005 else str(rng.choice(codes)) if u < 0.03 else c.codes["sim"][0])
+    # hail, flood or drought patches hit some arable fields
+    damaged = [c.arable and rng.random() < 0.12 for c in classes]
+    land = with_damage(land, damaged, rng)
     dates = pd.date_range(cfg.start, cfg.end, freq="D")
     doy = dates.dayofyear.to_numpy()
     calendars = [
-        simulate_calendar(rng, c.group, c.name, c.arable, doy, bool(damaged[i]) and c.arable)
-        for i, c in enumerate(classes)
+        simulate_calendar(rng, c.group, c.name, c.arable, doy, damaged[i]) for i, c in enumerate(classes)
     ]
     mv = soil_moisture(np.random.default_rng([cfg.seed, 99]), doy)
     days = len(doy)
@@ -221,10 +230,10 @@ def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition
     rng = np.random.default_rng([cfg.seed, world.index, 2, k])
     clouds = make_clouds(rng, world.land.grid.shape, acq.sun_azimuth, acq.sun_elevation)
     brightness = float(rng.uniform(0.85, 1.15))
-    l2a = render_l2a(surface, clouds, brightness)
-    names = [b.name for b in BANDS]
+    shaded = shade(surface, clouds)
+    l2a = render_l2a(shaded, clouds, brightness)
     scl = scene_classification(
-        rng, clouds, {b: l2a[names.index(b)] for b in ("B04", "B08", "B11")}, world.land.cover == COVER_WATER
+        rng, clouds, {b: l2a[band_index(b)] for b in ("B04", "B08", "B11")}, world.land.cover == COVER_WATER
     )
     g20 = world.grid.coarsened(20)
     n = world.grid.width
@@ -237,13 +246,13 @@ def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition
     bands: dict[str, dict[str, np.ndarray]] = {}
     levels = [("L2A", L2A_BANDS)] + ([("L1C", BANDS)] if cfg.l1c else [])
     for j, (level, band_list) in enumerate(levels):
-        refl = l2a if level == "L2A" else render_l1c(surface, clouds, brightness)
+        refl = l2a if level == "L2A" else render_l1c(shaded, clouds, brightness)
         noise = np.random.default_rng([cfg.seed, world.index, 3, k, j])
         bands[level] = {}
         for band in band_list:
             f = band.resolution // 10
             g = world.grid.coarsened(band.resolution)
-            values = _block(refl[names.index(band.name)], f, "mean")[: g.height, : g.width]
+            values = _block(refl[band_index(band.name)], f, "mean")[: g.height, : g.width]
             bands[level][band.name] = values + noise.normal(0.0, 0.002 / math.sqrt(f), values.shape)
     return S2Scene(bands, valid, scl[: g20.height, : g20.width], clouds.truth[:n, :n])
 
@@ -261,7 +270,7 @@ def _s2_scene(
         rel = _item_folder(S2_COLLECTIONS[level], world.tile.tile_id, acq.time, item["id"])
         folder = root / "stac" / rel
         for name, values in bands.items():
-            res = next(b.resolution for b in BANDS if b.name == name)
+            res = BANDS[band_index(name)].resolution
             dn = _to_dn(values, scene.valid[res], offset_dn)
             write_cog(folder / f"{name}.tif", dn, world.grid.coarsened(res), nodata=0)
         if level == "L2A":

@@ -19,6 +19,7 @@ __all__ = [
     "render_l2a",
     "render_s1",
     "render_surface",
+    "shade",
     "s1_coherence",
     "s1_sigma0",
 ]
@@ -93,33 +94,44 @@ def render_surface(land: Landscape, day: DayState) -> np.ndarray:
     return out
 
 
-def _cloud_mix(surface: np.ndarray, clouds: CloudScene, brightness: float, toa: bool) -> np.ndarray:
-    path = SPECTRA["path"][:, None, None] if not toa else 0.0
-    cloud = (SPECTRA["cloud"][:, None, None] - 0.5 * np.asarray(path)) * brightness
-    cirrus = SPECTRA["cirrus"][:, None, None] - 0.5 * np.asarray(path)
-    out = surface * (1.0 - clouds.cirrus) + clouds.cirrus * cirrus
+def shade(surface: np.ndarray, clouds: CloudScene) -> np.ndarray:
+    """Surface reflectance dimmed where cloud shadow blocks direct sunlight, (13, rows, cols)."""
+    return surface * (1.0 - clouds.shadow)
+
+
+def _cloud_mix(refl: np.ndarray, clouds: CloudScene, cloud: np.ndarray, cirrus: np.ndarray) -> np.ndarray:
+    """Reflectance seen through cirrus, then through cloud (per-band cloud spectra, (13, 1, 1))."""
+    out = refl * (1.0 - clouds.cirrus) + clouds.cirrus * cirrus
     return (out * (1.0 - clouds.opacity) + clouds.opacity * cloud).astype(np.float32)
 
 
-def render_l2a(surface: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
-    """L2A-like reflectance: the surface dimmed in cloud shadow, seen through cloud.
+def render_l2a(shaded: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
+    """L2A-like reflectance: the shaded surface seen through cloud (over cloud, atmospheric
+    correction removes about half of the path reflectance).
 
     Args:
-        surface: cloud-free BOA reflectance (13, rows, cols).
+        shaded: surface reflectance after `shade`, (13, rows, cols).
         clouds: the scene's clouds.
         brightness: cloud brightness factor of the scene (~0.8..1.2).
     """
-    shaded = surface * (1.0 - clouds.shadow)
-    return _cloud_mix(shaded, clouds, brightness, toa=False)
+    half_path = 0.5 * SPECTRA["path"][:, None, None]
+    cloud = (SPECTRA["cloud"][:, None, None] - half_path) * brightness
+    return _cloud_mix(shaded, clouds, cloud, SPECTRA["cirrus"][:, None, None] - half_path)
 
 
-def render_l1c(surface: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
+def render_l1c(shaded: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
     """L1C-like top-of-atmosphere reflectance (adds path reflectance and transmittance; B10 cirrus
-    sees only high cloud, the lower atmosphere's water vapour absorbs the surface signal)."""
-    shaded = surface * (1.0 - clouds.shadow)
+    sees only high cloud, the lower atmosphere's water vapour absorbs the surface signal).
+
+    Args:
+        shaded: surface reflectance after `shade`, (13, rows, cols).
+        clouds: the scene's clouds.
+        brightness: cloud brightness factor of the scene (~0.8..1.2).
+    """
     toa = SPECTRA["path"][:, None, None] + SPECTRA["transmittance"][:, None, None] * shaded
     toa[band_index("B10")] = SPECTRA["path"][band_index("B10")]
-    return _cloud_mix(toa.astype(np.float32), clouds, brightness, toa=True)
+    cloud = SPECTRA["cloud"][:, None, None] * brightness
+    return _cloud_mix(toa, clouds, cloud, SPECTRA["cirrus"][:, None, None])
 
 
 # Water-cloud model coefficients per polarization: vegetation A, B; soil dB = C + D * mv

@@ -57,9 +57,12 @@ BANDS: tuple[S2Band, ...] = (
 L2A_BANDS: tuple[S2Band, ...] = tuple(b for b in BANDS if b.name != "B10")
 
 
+_INDEX = {b.name: i for i, b in enumerate(BANDS)}
+
+
 def band_index(name: str) -> int:
     """Position of band ``name`` (e.g. ``B04``) in BANDS."""
-    return [b.name for b in BANDS].index(name)
+    return _INDEX[name]
 
 
 #            B01    B02    B03    B04    B05    B06    B07    B08    B8A    B09    B10    B11    B12
