@@ -28,6 +28,8 @@ demo: venv
 test: venv-dev
 	$(BIN)/ruff check kz_pipelines kz_pipelines_tests benchmarks scripts
 	$(BIN)/mypy kz_pipelines
+	# a scratch instance: from the repo root the CLI would load dagster.yaml (PostgreSQL, KZ_PG_* env)
+	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest
 
 lint: venv-dev
