@@ -103,7 +103,7 @@ def make_clouds(
         cirrus = _to_fine(np.clip((streak - 0.2) * rng.uniform(0.15, 0.3), 0.0, 0.45), shape, pad, 0, 0)
     valid = np.ones(shape, bool)
     if rng.random() < 0.12:  # swath edge crossing the window
-        yy, xx = np.mgrid[0:rows, 0:cols]
+        yy, xx = np.ogrid[0:rows, 0:cols]  # broadcast, not two full int64 grids
         angle = rng.uniform(-0.3, 0.3)
         edge = rng.uniform(0.3, 0.8) * cols
         valid = (xx - edge) * math.cos(angle) + (yy - rows / 2) * math.sin(angle) < 0

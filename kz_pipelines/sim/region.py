@@ -37,20 +37,22 @@ from kz_pipelines.errors import UserFacingError
 from kz_pipelines.labels import CropClass, load_taxonomy
 from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
-from kz_pipelines.sim.clouds import make_clouds, scene_classification
+from kz_pipelines.sim.clouds import CloudScene, make_clouds, scene_classification
 from kz_pipelines.sim.config import SimConfig
 from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape, with_damage
 from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moisture
 from kz_pipelines.sim.render import (
+    Covers,
     DayState,
-    render_l1c,
-    render_l2a,
+    covers,
+    l1c_band,
+    l2a_band,
     render_s1,
-    render_surface,
     s1_coherence,
     shade,
+    surface_band,
 )
-from kz_pipelines.sim.spectra import BANDS, L2A_BANDS, band_index
+from kz_pipelines.sim.spectra import BANDS, L2A_BANDS, S2Band, band_index
 from kz_pipelines.sim.stac_items import (
     S1_COLLECTION,
     S2_COLLECTIONS,
@@ -205,37 +207,69 @@ def _item_folder(collection: str, tile: str, when: datetime, item_id: str) -> Pa
     return Path(collection) / tile / f"{when:%Y}" / f"{when.month}" / item_id
 
 
+S2_LEVELS: dict[str, tuple[S2Band, ...]] = {"L2A": L2A_BANDS, "L1C": BANDS}
+"""The bands of each Sentinel-2 product level."""
+
+
 @dataclass
 class S2Scene:
-    """One rendered Sentinel-2 scene, before quantization to digital numbers.
+    """One rendered Sentinel-2 scene. Bands are rendered one at a time on request, so that a full
+    10980 x 10980 px tile never holds more than a few 10 m layers in memory.
 
     Attributes:
-        bands: per level (``L2A``, ``L1C``) and band id, reflectance at the band's native resolution
-            on the published grid, with sensor noise (what the COG stores, up to uint16 rounding).
+        key: seed sequence of the scene (seed, tile index, scene index).
+        grid: the published 10 m grid.
+        land: the tile's landscape.
+        cover: the landscape's cover on the scene's day.
+        clouds: the scene's clouds.
+        brightness: cloud brightness factor of the scene.
+        levels: product levels rendered (``L2A``, and ``L1C`` if configured).
         valid: per resolution (10, 20, 60 m), True where the scene has data.
         scl: Sen2Cor-like scene classification, 20 m, uint8.
         truth: the true 5-class cloud mask, 10 m, uint8.
     """
 
-    bands: dict[str, dict[str, np.ndarray]]
+    key: tuple[int, int, int]
+    grid: GridSpec
+    land: Landscape
+    cover: Covers
+    clouds: CloudScene
+    brightness: float
+    levels: tuple[str, ...]
     valid: dict[int, np.ndarray]
     scl: np.ndarray
     truth: np.ndarray
+    _last_shaded: tuple[int, np.ndarray] | None = None
+
+    def _shaded(self, b: int) -> np.ndarray:
+        """Shaded surface reflectance of band ``b``, kept for the next call (shared by the levels)."""
+        if self._last_shaded is None or self._last_shaded[0] != b:
+            self._last_shaded = (b, shade(surface_band(self.land, self.cover, b), self.clouds))
+        return self._last_shaded[1]
+
+    def toa_or_boa(self, level: str, b: int) -> np.ndarray:
+        """Reflectance of band ``b`` at 10 m on the render grid, before sensor noise."""
+        render = l2a_band if level == "L2A" else l1c_band
+        return render(self._shaded(b), self.clouds, self.brightness, b)
+
+    def band(self, level: str, name: str) -> np.ndarray:
+        """Reflectance of band ``name`` at its native resolution on the published grid, with sensor
+        noise: what the COG stores, up to uint16 rounding."""
+        b = band_index(name)
+        res = BANDS[b].resolution
+        g = self.grid.coarsened(res)
+        values = _block(self.toa_or_boa(level, b), res // 10, "mean")[: g.height, : g.width]
+        noise = np.random.default_rng([*self.key, 3, self.levels.index(level), b])
+        return values + noise.normal(0.0, 0.002 / math.sqrt(res // 10), values.shape)
 
 
 def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition) -> S2Scene:
-    """Render scene ``k`` of a tile (deterministic for the config's seed)."""
+    """Render scene ``k`` of a tile: its clouds, SCL and truth now, its bands on request
+    (deterministic for the config's seed)."""
     day = (acq.time.date() - cfg.start).days
-    surface = render_surface(world.land, day_state(world, day))
     rng = np.random.default_rng([cfg.seed, world.index, 2, k])
     clouds = make_clouds(rng, world.land.grid.shape, acq.sun_azimuth, acq.sun_elevation)
     brightness = float(rng.uniform(0.85, 1.15))
-    shaded = shade(surface, clouds)
-    l2a = render_l2a(shaded, clouds, brightness)
-    scl = scene_classification(
-        rng, clouds, {b: l2a[band_index(b)] for b in ("B04", "B08", "B11")}, world.land.cover == COVER_WATER
-    )
-    g20 = world.grid.coarsened(20)
     n = world.grid.width
     valid: dict[int, np.ndarray] = {}
     for res in (10, 20, 60):
@@ -243,18 +277,24 @@ def render_s2_scene(cfg: SimConfig, world: TileWorld, k: int, acq: S2Acquisition
         valid[res] = _block(clouds.valid.astype(np.uint8), res // 10, "min")[: g.height, : g.width].astype(
             bool
         )
-    bands: dict[str, dict[str, np.ndarray]] = {}
-    levels = [("L2A", L2A_BANDS)] + ([("L1C", BANDS)] if cfg.l1c else [])
-    for j, (level, band_list) in enumerate(levels):
-        refl = l2a if level == "L2A" else render_l1c(shaded, clouds, brightness)
-        noise = np.random.default_rng([cfg.seed, world.index, 3, k, j])
-        bands[level] = {}
-        for band in band_list:
-            f = band.resolution // 10
-            g = world.grid.coarsened(band.resolution)
-            values = _block(refl[band_index(band.name)], f, "mean")[: g.height, : g.width]
-            bands[level][band.name] = values + noise.normal(0.0, 0.002 / math.sqrt(f), values.shape)
-    return S2Scene(bands, valid, scl[: g20.height, : g20.width], clouds.truth[:n, :n])
+    scene = S2Scene(
+        key=(cfg.seed, world.index, k),
+        grid=world.grid,
+        land=world.land,
+        cover=covers(world.land, day_state(world, day)),
+        clouds=clouds,
+        brightness=brightness,
+        levels=("L2A", "L1C") if cfg.l1c else ("L2A",),
+        valid=valid,
+        scl=np.zeros(0, np.uint8),
+        truth=clouds.truth[:n, :n],
+    )
+    seen = {b: scene.toa_or_boa("L2A", band_index(b)) for b in ("B04", "B08", "B11")}
+    g20 = world.grid.coarsened(20)
+    scene.scl = scene_classification(rng, clouds, seen, world.land.cover == COVER_WATER)[
+        : g20.height, : g20.width
+    ]
+    return scene
 
 
 def _s2_scene(
@@ -264,22 +304,25 @@ def _s2_scene(
     nodata_pct = float((scene.truth == 0).mean() * 100.0)
     offset_dn = 1000 if acq.baseline >= "04.00" else 0
     scl_counts = np.bincount(scene.scl.ravel(), minlength=12)
+    folders: dict[str, Path] = {}
     items = []
-    for level, bands in scene.bands.items():
+    for level in scene.levels:
         item = s2_item(acq, world.tile, world.grid, level, scl_counts, nodata_pct)
         rel = _item_folder(S2_COLLECTIONS[level], world.tile.tile_id, acq.time, item["id"])
-        folder = root / "stac" / rel
-        for name, values in bands.items():
-            res = BANDS[band_index(name)].resolution
-            dn = _to_dn(values, scene.valid[res], offset_dn)
-            write_cog(folder / f"{name}.tif", dn, world.grid.coarsened(res), nodata=0)
-        if level == "L2A":
-            write_cog(folder / "SCL.tif", scene.scl, world.grid.coarsened(20), nodata=0)
-            write_cog(
-                root / "truth" / "cloudmask" / f"{item['id']}.tif", scene.truth, world.grid, nodata=None
-            )
-        write_json(folder / f"{item['id']}.json", item)
+        folders[level] = root / "stac" / rel
         items.append((rel, item))
+    for band in BANDS:  # band-major: the shaded surface of a band serves both levels
+        for level in scene.levels:
+            if band in S2_LEVELS[level]:
+                dn = _to_dn(scene.band(level, band.name), scene.valid[band.resolution], offset_dn)
+                write_cog(
+                    folders[level] / f"{band.name}.tif", dn, world.grid.coarsened(band.resolution), nodata=0
+                )
+    l2a_id = items[0][1]["id"]
+    write_cog(folders["L2A"] / "SCL.tif", scene.scl, world.grid.coarsened(20), nodata=0)
+    write_cog(root / "truth" / "cloudmask" / f"{l2a_id}.tif", scene.truth, world.grid, nodata=None)
+    for (_, item), folder in zip(items, folders.values(), strict=True):
+        write_json(folder / f"{item['id']}.json", item)
     return items
 
 
@@ -288,9 +331,10 @@ def _s1_scene(
 ) -> tuple[Path, dict[str, Any]]:
     day = (acq.time.date() - cfg.start).days
     state = day_state(world, day)
+    cov = covers(world.land, state)
     rng = np.random.default_rng([cfg.seed, world.index, 1, k])
     n = world.grid.width
-    sigma = render_s1(rng, world.land, state, acq.incidence)
+    sigma = render_s1(rng, world.land, state, cov, acq.incidence)
     item = s1_item(acq, world.grid, with_coherence=prev is not None)
     rel = _item_folder(S1_COLLECTION, world.tile.tile_id, acq.time, item["id"])
     folder = root / "stac" / rel
@@ -301,7 +345,7 @@ def _s1_scene(
         event = np.zeros(len(world.calendars) + 1, bool)
         for i, cal in enumerate(world.calendars):
             event[i + 1] = any(e in _EVENT_TYPES and d0 < d <= day for e, d in cal.events)
-        coh = s1_coherence(rng, world.land, state, event, acq.repeat_days)
+        coh = s1_coherence(rng, world.land, cov, event, acq.repeat_days)
         write_cog(folder / "coh_vv.tif", np.maximum(coh[:n, :n], 1e-4), world.grid, nodata=0)
     write_json(folder / f"{item['id']}.json", item)
     return rel, item
@@ -501,7 +545,7 @@ def simulate(
         global _STATE
         _STATE = (cfg, plans, tmp)
         items: list[tuple[Path, dict[str, Any]]] = []
-        workers = min(os.cpu_count() or 1, 4, len(tasks))
+        workers = _workers(len(tasks), max(w.land.grid.width * w.land.grid.height for w in worlds))
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else _Serial() as pool:
             futures = [pool.submit(_render_task, t) for t in tasks]
@@ -563,6 +607,28 @@ def _render_task(task: tuple[int, str, int]) -> tuple[list[tuple[Path, dict[str,
     acq = s1[k]
     prev = next((a for a in reversed(s1[:k]) if a.relative_orbit == acq.relative_orbit), None)
     return [_s1_scene(cfg, world, k, acq, prev, root)], f"S1 {world.tile.tile_id} {acq.time:%Y-%m-%d}"
+
+
+BYTES_PER_PIXEL = 110
+"""Memory to budget per render process, per 10 m pixel of the window (measured peaks, landscape and one
+scene render together: 0.9 GB for 3000 x 3000 px, 9.1 GB for a full 10980 x 10980 px tile)."""
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new work (MemAvailable on Linux, free pages elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def _workers(n_tasks: int, render_px: int) -> int:
+    """Render processes: one per core (at most 4), fewer when scenes are too large for memory."""
+    by_memory = _available_memory() // (BYTES_PER_PIXEL * render_px)
+    return max(1, min(os.cpu_count() or 1, 4, n_tasks, by_memory))
 
 
 class _Serial:

@@ -10,18 +10,20 @@ import numpy as np
 
 from kz_pipelines.sim.clouds import CloudScene
 from kz_pipelines.sim.landscape import COVER_FOREST, COVER_GRASS, COVER_WATER, Landscape
-from kz_pipelines.sim.spectra import BANDS, SPECTRA, band_index
+from kz_pipelines.sim.spectra import SPECTRA, band_index
 
 __all__ = [
     "ENL",
+    "Covers",
     "DayState",
-    "render_l1c",
-    "render_l2a",
+    "covers",
+    "l1c_band",
+    "l2a_band",
     "render_s1",
-    "render_surface",
-    "shade",
     "s1_coherence",
     "s1_sigma0",
+    "shade",
+    "surface_band",
 ]
 
 ENL = 4.4
@@ -49,8 +51,24 @@ class DayState:
     meadow: float
 
 
-def _covers(land: Landscape, day: DayState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel green cover, dry cover and soil brightness on the 10 m grid."""
+@dataclass(frozen=True)
+class Covers:
+    """Per-pixel cover of one day on the 10 m render grid (rows, cols), float32.
+
+    Attributes:
+        green: green vegetation cover, 0..1.
+        dry: dry vegetation cover (senescent canopy, residue, cut grass), 0..1.
+        soil: soil brightness factor (moisture darkens, fresh tillage darkens).
+    """
+
+    green: np.ndarray
+    dry: np.ndarray
+    soil: np.ndarray
+
+
+def covers(land: Landscape, day: DayState) -> Covers:
+    """The landscape's cover on ``day``: crop state per parcel spread to its pixels, with the
+    within-field vigour, the damaged patches and the background meadow."""
     pid = land.parcel_index
     green = day.green[pid] * land.vigour
     dry = day.dry[pid].copy()
@@ -66,72 +84,71 @@ def _covers(land: Landscape, day: DayState) -> tuple[np.ndarray, np.ndarray, np.
     soil = land.soil * wet * (1.0 - 0.25 * day.rough[pid])
     green = np.clip(green, 0.0, 0.98)
     dry = np.clip(dry, 0.0, 1.0 - green)
-    return green.astype(np.float32), dry.astype(np.float32), soil.astype(np.float32)
+    return Covers(green.astype(np.float32), dry.astype(np.float32), soil.astype(np.float32))
 
 
-def render_surface(land: Landscape, day: DayState) -> np.ndarray:
-    """Cloud-free surface reflectance (BOA) of all 13 bands by linear spectral mixing.
+def surface_band(land: Landscape, cov: Covers, b: int) -> np.ndarray:
+    """Cloud-free surface reflectance (BOA) of band ``b`` (index into BANDS) by linear spectral mixing.
 
     Returns:
-        Reflectance, shape (13, rows, cols), float32, bands in BANDS order (B10 is 0: it carries
-        no surface signal).
+        Reflectance, (rows, cols) float32 (B10 is 0: it carries no surface signal).
     """
-    green, dry, soil = _covers(land, day)
-    bare = 1.0 - green - dry
+    if b == band_index("B10"):
+        return np.zeros(land.grid.shape, np.float32)
+    bare = 1.0 - cov.green - cov.dry
+    refl = (
+        cov.green * SPECTRA["green_vegetation"][b]
+        + cov.dry * SPECTRA["dry_vegetation"][b]
+        + bare * cov.soil * SPECTRA["soil"][b]
+    )
     forest = land.cover == COVER_FOREST
-    water = land.cover == COVER_WATER
-    out = np.empty((len(BANDS), *land.grid.shape), np.float32)
-    for b in range(len(BANDS)):
-        refl = (
-            green * SPECTRA["green_vegetation"][b]
-            + dry * SPECTRA["dry_vegetation"][b]
-            + bare * soil * SPECTRA["soil"][b]
-        )
-        refl[forest] = SPECTRA["forest"][b] * land.vigour[forest]
-        refl[water] = SPECTRA["water"][b]
-        out[b] = refl
-    out[band_index("B10")] = 0.0
-    return out
+    refl[forest] = SPECTRA["forest"][b] * land.vigour[forest]
+    refl[land.cover == COVER_WATER] = SPECTRA["water"][b]
+    return refl
 
 
 def shade(surface: np.ndarray, clouds: CloudScene) -> np.ndarray:
-    """Surface reflectance dimmed where cloud shadow blocks direct sunlight, (13, rows, cols)."""
+    """Surface reflectance dimmed where cloud shadow blocks direct sunlight."""
     return surface * (1.0 - clouds.shadow)
 
 
-def _cloud_mix(refl: np.ndarray, clouds: CloudScene, cloud: np.ndarray, cirrus: np.ndarray) -> np.ndarray:
-    """Reflectance seen through cirrus, then through cloud (per-band cloud spectra, (13, 1, 1))."""
+def _cloud_mix(refl: np.ndarray, clouds: CloudScene, cloud: float, cirrus: float) -> np.ndarray:
+    """Reflectance seen through cirrus, then through cloud (the band's cloud reflectances)."""
     out = refl * (1.0 - clouds.cirrus) + clouds.cirrus * cirrus
     return (out * (1.0 - clouds.opacity) + clouds.opacity * cloud).astype(np.float32)
 
 
-def render_l2a(shaded: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
-    """L2A-like reflectance: the shaded surface seen through cloud (over cloud, atmospheric
-    correction removes about half of the path reflectance).
+def l2a_band(shaded: np.ndarray, clouds: CloudScene, brightness: float, b: int) -> np.ndarray:
+    """L2A-like reflectance of band ``b``: the shaded surface seen through cloud (over cloud,
+    atmospheric correction removes about half of the path reflectance).
 
     Args:
-        shaded: surface reflectance after `shade`, (13, rows, cols).
+        shaded: the band's surface reflectance after `shade`, (rows, cols).
         clouds: the scene's clouds.
         brightness: cloud brightness factor of the scene (~0.8..1.2).
+        b: band index into BANDS.
     """
-    half_path = 0.5 * SPECTRA["path"][:, None, None]
-    cloud = (SPECTRA["cloud"][:, None, None] - half_path) * brightness
-    return _cloud_mix(shaded, clouds, cloud, SPECTRA["cirrus"][:, None, None] - half_path)
+    half_path = 0.5 * SPECTRA["path"][b]
+    cloud = (SPECTRA["cloud"][b] - half_path) * brightness
+    return _cloud_mix(shaded, clouds, cloud, SPECTRA["cirrus"][b] - half_path)
 
 
-def render_l1c(shaded: np.ndarray, clouds: CloudScene, brightness: float) -> np.ndarray:
-    """L1C-like top-of-atmosphere reflectance (adds path reflectance and transmittance; B10 cirrus
-    sees only high cloud, the lower atmosphere's water vapour absorbs the surface signal).
+def l1c_band(shaded: np.ndarray, clouds: CloudScene, brightness: float, b: int) -> np.ndarray:
+    """L1C-like top-of-atmosphere reflectance of band ``b`` (adds path reflectance and
+    transmittance; B10 cirrus sees only high cloud, the lower atmosphere's water vapour absorbs
+    the surface signal).
 
     Args:
-        shaded: surface reflectance after `shade`, (13, rows, cols).
+        shaded: the band's surface reflectance after `shade`, (rows, cols).
         clouds: the scene's clouds.
         brightness: cloud brightness factor of the scene (~0.8..1.2).
+        b: band index into BANDS.
     """
-    toa = SPECTRA["path"][:, None, None] + SPECTRA["transmittance"][:, None, None] * shaded
-    toa[band_index("B10")] = SPECTRA["path"][band_index("B10")]
-    cloud = SPECTRA["cloud"][:, None, None] * brightness
-    return _cloud_mix(toa, clouds, cloud, SPECTRA["cirrus"][:, None, None])
+    if b == band_index("B10"):
+        toa = np.full(shaded.shape, SPECTRA["path"][b], np.float32)
+    else:
+        toa = SPECTRA["path"][b] + SPECTRA["transmittance"][b] * shaded
+    return _cloud_mix(toa, clouds, SPECTRA["cloud"][b] * brightness, SPECTRA["cirrus"][b])
 
 
 # Water-cloud model coefficients per polarization: vegetation A, B; soil dB = C + D * mv
@@ -140,7 +157,9 @@ _FOREST_DB = {"vv": -7.5, "vh": -12.5}
 _WATER_DB = {"vv": -22.0, "vh": -28.0}
 
 
-def s1_sigma0(land: Landscape, day: DayState, incidence: float, wind_db: float) -> dict[str, np.ndarray]:
+def s1_sigma0(
+    land: Landscape, day: DayState, cov: Covers, incidence: float, wind_db: float
+) -> dict[str, np.ndarray]:
     """Speckle-free sigma0 VV and VH (linear power).
 
     Backscatter follows the water-cloud model: vegetation volume scattering plus soil scattering
@@ -149,15 +168,15 @@ def s1_sigma0(land: Landscape, day: DayState, incidence: float, wind_db: float) 
 
     Args:
         land: the landscape.
-        day: crop state that day.
+        day: crop state that day (soil moisture and roughness per parcel).
+        cov: the landscape's cover that day (`covers`).
         incidence: local incidence angle, degrees.
         wind_db: wind roughening of open water, dB.
 
     Returns:
         ``{"vv": ..., "vh": ...}``, each (rows, cols) float32.
     """
-    green, dry, _ = _covers(land, day)
-    veg = green + 0.5 * dry
+    veg = cov.green + 0.5 * cov.dry
     pid = land.parcel_index
     cos_t = float(np.cos(np.radians(incidence)))
     texture = 1.0 + 0.1 * (land.vigour - 1.0) / 0.06
@@ -173,7 +192,7 @@ def s1_sigma0(land: Landscape, day: DayState, incidence: float, wind_db: float) 
 
 
 def render_s1(
-    rng: np.random.Generator, land: Landscape, day: DayState, incidence: float
+    rng: np.random.Generator, land: Landscape, day: DayState, cov: Covers, incidence: float
 ) -> dict[str, np.ndarray]:
     """Sigma0 VV and VH (linear power) with multiplicative gamma speckle of ENL 4.4 (mean 1).
 
@@ -181,17 +200,18 @@ def render_s1(
         rng: random generator.
         land: the landscape.
         day: crop state that day.
+        cov: the landscape's cover that day (`covers`).
         incidence: local incidence angle, degrees.
 
     Returns:
         ``{"vv": ..., "vh": ...}``, each (rows, cols) float32.
     """
-    clean = s1_sigma0(land, day, incidence, wind_db=float(rng.uniform(0.0, 5.0)))
+    clean = s1_sigma0(land, day, cov, incidence, wind_db=float(rng.uniform(0.0, 5.0)))
     return {pol: (s * rng.gamma(ENL, 1.0 / ENL, size=s.shape)).astype(np.float32) for pol, s in clean.items()}
 
 
 def s1_coherence(
-    rng: np.random.Generator, land: Landscape, day: DayState, event: np.ndarray, repeat_days: int
+    rng: np.random.Generator, land: Landscape, cov: Covers, event: np.ndarray, repeat_days: int
 ) -> np.ndarray:
     """Interferometric VV coherence with the previous acquisition of the same orbit.
 
@@ -201,16 +221,15 @@ def s1_coherence(
     Args:
         rng: random generator.
         land: the landscape.
-        day: crop state on the later date.
+        cov: the landscape's cover on the later date (`covers`).
         event: True per parcel index where an event fell between the two acquisitions.
         repeat_days: days between the acquisitions (6 or 12).
 
     Returns:
         Coherence 0..1, (rows, cols) float32.
     """
-    green, dry, _ = _covers(land, day)
     base = 0.75 * (0.92 if repeat_days <= 6 else 0.82)
-    coh = base * np.exp(-1.6 * (green + 0.3 * dry))
+    coh = base * np.exp(-1.6 * (cov.green + 0.3 * cov.dry))
     coh = np.where(event[land.parcel_index] & (land.parcel_index > 0), coh * 0.3, coh)
     coh[land.cover == COVER_FOREST] = 0.15
     coh[land.cover == COVER_WATER] = 0.05

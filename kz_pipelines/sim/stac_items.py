@@ -85,7 +85,7 @@ def s2_item(
     tile: S2Tile,
     grid: GridSpec,
     level: str,
-    scl_counts: np.ndarray | None,
+    scl_counts: np.ndarray,
     nodata_pct: float,
 ) -> dict[str, Any]:
     """The STAC item of a simulated S2 scene (asset hrefs relative to the item's folder).
@@ -95,8 +95,8 @@ def s2_item(
         tile: its tile.
         grid: the 10 m window grid of the scene.
         level: ``L2A`` or ``L1C``.
-        scl_counts: pixel count per SCL class 0..11 (L2A) or None (L1C: cloud cover from L2A passed
-            in the same way by the caller).
+        scl_counts: pixel count per class 0..11 of the scene's SCL (both levels take their
+            ``eo:cloud_cover`` from it; only L2A items carry the per-class ``s2:*`` percentages).
         nodata_pct: percentage of the window without data.
     """
     item_id = s2_item_id(acq, level)
@@ -107,11 +107,10 @@ def s2_item(
     plat = f"S2{acq.platform[-1].upper()}"
     code = "MSIL2A" if level == "L2A" else "MSIL1C"
     n_base = acq.baseline.replace(".", "")
-    counts = scl_counts if scl_counts is not None else np.zeros(12)
-    valid = max(float(counts[1:].sum()), 1.0)
+    valid = max(float(scl_counts[1:].sum()), 1.0)
 
     def pct(*classes: int) -> float:
-        return round(float(sum(counts[c] for c in classes)) / valid * 100.0, 6)
+        return round(float(sum(scl_counts[c] for c in classes)) / valid * 100.0, 6)
 
     lon_c, lat_c = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     props: dict[str, Any] = {
