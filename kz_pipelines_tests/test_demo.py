@@ -1,0 +1,45 @@
+"""The demo materializes every partition of a region, and finds every item the region holds."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kz_pipelines.defs.demo import run_demo
+from kz_pipelines.sim import SimConfig, simulate
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
+    cfg = SimConfig(
+        seed=2,
+        tiles=("35VLF",),
+        size_px=120,
+        start=date(2024, 6, 1),
+        end=date(2024, 6, 14),
+        n_parcels=4,
+        l1c=False,
+    )
+    summary = simulate(cfg, tmp_path / "region")
+    out = run_demo(tmp_path / "region", tmp_path / "home", tmp_path / "storage", log=lambda _: None)
+    assert out["partitions"] == 14
+    assert out["failed"] == []
+    assert out["items"] == {
+        "s2_items": summary["items"]["sentinel-2-l2a"],
+        "s1_items": summary["items"]["sentinel-1-grd"],
+    }
+    written = sorted((tmp_path / "storage" / "items" / "sentinel-2-l2a" / "35VLF").glob("*.json"))
+    assert len(written) == 14
+    assert (
+        sum(len(json.loads(p.read_text())["features"]) for p in written) == summary["items"]["sentinel-2-l2a"]
+    )
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 14
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len(instance.get_materialized_partitions(dg.AssetKey("s1_items"))) == 14
