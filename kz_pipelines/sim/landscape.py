@@ -125,6 +125,8 @@ def _damage_patch(field: Polygon, rng: np.random.Generator) -> BaseGeometry:
         p = shapely.Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
         if field.contains(p):
             break
+    else:  # a thin field that random points keep missing
+        p = field.representative_point()
     blobs = [p.buffer(1.0)]
     for _ in range(4):
         q = shapely.Point(p.x + rng.normal(0, 1), p.y + rng.normal(0, 1))
