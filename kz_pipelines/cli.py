@@ -165,6 +165,24 @@ def stac_search(
         typer.echo(item.id)
 
 
+@stac_app.command("inspect")
+def stac_inspect(
+    item: Annotated[Path, typer.Argument(help="A STAC item JSON file.")],
+    provider: Annotated[str | None, typer.Option(help="Provider profile (detected when omitted).")] = None,
+) -> None:
+    """Print the normalized item as JSON: bands (href, scale, offset, nodata, resolution), tile, EPSG,
+    orbit, processing baseline. Exits 2 with a message for an item it cannot use."""
+    from kz_pipelines.stac import ItemNormalizationError, normalize_item
+
+    try:
+        data = json.loads(item.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(f"{item}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict) or data.get("type") != "Feature":
+        raise ItemNormalizationError(f"{item}: not a STAC item (no \"type\": \"Feature\")")
+    typer.echo(json.dumps(normalize_item(data, provider).to_dict(), indent=1))
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit code 2."""
     try:

@@ -161,7 +161,8 @@ def s2_item(
                 "s2:high_proba_clouds_percentage": pct(9),
                 "s2:thin_cirrus_percentage": pct(10),
                 "s2:snow_ice_percentage": pct(11),
-                "earthsearch:boa_offset_applied": boa,
+                # the data keep ESA's +1000 offset (Element 84: true means they removed it)
+                "earthsearch:boa_offset_applied": False,
             }
         )
     assets: dict[str, Any] = {}

@@ -22,8 +22,11 @@ import pystac
 import stac_geoparquet.arrow
 from pystac_client import Client
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from requests.exceptions import RequestException
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
+from urllib3.util.retry import Retry
 
 from kz_pipelines.errors import UserFacingError
 
@@ -174,23 +177,56 @@ class EmbeddedSearch:
         return [pystac.Item.from_dict(it) for _, _, it in sorted(found, key=lambda f: (f[0], f[1]))]
 
 
+RETRY_STATUS = (429, 500, 502, 503, 504)
+"""HTTP statuses retried (rate limiting and server faults)."""
+
+
+def api_retry(total: int = 5, backoff_s: float = 1.0) -> Retry:
+    """The retry policy for STAC API calls: ``total`` retries on connection errors, read timeouts and
+    `RETRY_STATUS`, for GET and POST, with exponential backoff (``backoff_s``, 2x, 4x...), random jitter
+    and the server's Retry-After honoured."""
+    return Retry(
+        total=total,
+        backoff_factor=backoff_s,
+        backoff_jitter=backoff_s / 2,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=True,
+    )
+
+
 @dataclass
 class ApiSearch:
-    """Search a STAC API through pystac-client.
+    """Search a STAC API through pystac-client, with retries (see `api_retry`) and a timeout.
 
     Attributes:
         url: the API landing page URL.
+        provider: provider profile name, for messages and to sign items (Planetary Computer).
+        retries: retries of one request before the search fails.
+        backoff_s: first backoff interval, seconds.
+        timeout_s: connect and read timeout of one request, seconds.
     """
 
     url: str
+    provider: str = "unknown"
+    retries: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 30.0
 
     @cached_property
     def _client(self) -> Client:
         """The API client, opened once (the landing page is fetched on open)."""
+        from kz_pipelines.stac.providers import PROVIDERS
+
+        profile = PROVIDERS.get(self.provider)
+        io = StacApiIO(timeout=self.timeout_s, max_retries=api_retry(self.retries, self.backoff_s))
         try:
-            return Client.open(self.url)
-        except (APIError, OSError) as exc:
-            raise StacSearchError(f"STAC API {self.url} cannot be opened: {exc}") from None
+            return Client.open(self.url, stac_io=io, modifier=profile.item_modifier() if profile else None)
+        except (APIError, OSError, RequestException) as exc:
+            raise StacSearchError(
+                f"STAC API {self.url} (provider {self.provider}) cannot be opened: {exc}"
+            ) from None
 
     def search(
         self,
@@ -209,8 +245,12 @@ class ApiSearch:
                 limit=200,
             )
             items = list(result.items())
-        except (APIError, OSError) as exc:
-            raise StacSearchError(f"STAC API {self.url} search failed: {exc}") from None
+        except (APIError, OSError, RequestException) as exc:
+            raise StacSearchError(
+                f"STAC API {self.url} (provider {self.provider}) search failed after {self.retries} "
+                f"retries: collections={list(collections)} bbox={list(bbox) if bbox else None} "
+                f"datetime={datetime} query={query}: {exc}"
+            ) from None
         return sorted(items, key=lambda i: (_item_time(i.properties), i.id))
 
 
@@ -220,13 +260,21 @@ def _embedded(path: Path, mtime_ns: int) -> EmbeddedSearch:
     return EmbeddedSearch(path)
 
 
-def open_search(location: str) -> StacSearch:
+def open_search(location: str, provider: str = "local") -> StacSearch:
     """A search over ``location``: an ``http(s)://`` STAC API URL, a stac-geoparquet file, or a
-    simulated region folder (its ``stac/items.parquet``).
+    simulated region folder (its ``stac/items.parquet``). An empty ``location`` means the provider
+    profile's own API URL.
 
     An embedded index is read once per process and file version (a rewritten file is read again)."""
+    if not location:
+        from kz_pipelines.stac.providers import provider_profile
+
+        url = provider_profile(provider).url
+        if url is None:
+            raise StacSearchError(f"provider {provider!r} has no API: give a catalog location")
+        location = url
     if location.startswith(("http://", "https://")):
-        return ApiSearch(location)
+        return ApiSearch(location, provider=provider)
     path = Path(location)
     if path.is_dir():
         path = path / "stac" / "items.parquet" if (path / "stac").is_dir() else path / "items.parquet"
