@@ -1,23 +1,56 @@
-"""Finding the scenes of one tile and day, and recording them as item collections."""
+"""The scenes of one tile and day: finding their items, and storing loaded scenes as Zarr.
+
+Layout under the storage root (one file or store per day x tile partition):
+
+- ``items/<kind>/<tile>/<date>.json``: a GeoJSON FeatureCollection of the provider's items with their
+  normalized form (``kz:items``, `SceneItem.to_dict`).
+- ``scenes/s2_<level>/<tile>/<date>.zarr``: reflectance (time, band, y, x) as physical reflectance
+  (stored as int16 with CF ``scale_factor`` 1e-4, so xarray decodes floats), ``valid`` and, for L2A,
+  ``scl``, with per-time item id, platform, relative orbit and baseline; ``<date>.png`` a quicklook.
+- ``scenes/s1/<tile>/<date>.zarr``: ``vv_db``, ``vh_db``, ``vh_vv_db`` (time, y, x), optionally the
+  unfiltered values and ``coh_vv``, with per-time orbit state and relative orbit.
+
+Each store carries its grid as CF ``spatial_ref`` (CRS WKT and GeoTransform), which GDAL and QGIS read.
+Stores are written to a temporary folder beside their target and renamed into place.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pystac
+import xarray as xr
+from PIL import Image
+from pyproj import CRS
 
-from kz_pipelines.raster import footprint
-from kz_pipelines.stac import StacSearch
+from kz_pipelines.ingest import S1Scene, S2Scene
+from kz_pipelines.raster import GridSpec, footprint
+from kz_pipelines.stac import SceneItem, StacSearch, deduplicate, normalize_item
 from kz_pipelines.storage import write_json
 from kz_pipelines.tiles import s2_tile
 
-__all__ = ["S1_COLLECTION", "S2_COLLECTION", "find_scene_items", "write_item_collection"]
-
-S2_COLLECTION = "sentinel-2-l2a"
-S1_COLLECTION = "sentinel-1-grd"
+__all__ = [
+    "find_scene_items",
+    "open_scenes",
+    "read_items",
+    "s1_dataset",
+    "s1_quicklook",
+    "s2_dataset",
+    "s2_quicklook",
+    "write_item_collection",
+    "write_zarr",
+]
 
 
 @lru_cache(maxsize=256)
@@ -26,25 +59,198 @@ def _tile_bbox(tile_id: str) -> list[float]:
     return footprint(s2_tile(tile_id).grid(60.0))[1]
 
 
-def find_scene_items(search: StacSearch, collection: str, tile_id: str, day: date) -> list[pystac.Item]:
-    """Items of ``collection`` acquired on ``day`` (UTC) over the Sentinel-2 tile ``tile_id``.
+def find_scene_items(
+    search: StacSearch, collection: str, tile_id: str, day: date, provider: str | None = None
+) -> tuple[list[pystac.Item], list[SceneItem]]:
+    """Items of ``collection`` acquired on ``day`` (UTC) over the Sentinel-2 tile ``tile_id``, raw and
+    normalized, reprocessed duplicates dropped (newest baseline kept).
 
-    Sentinel-2 items are matched on their MGRS tile (``grid:code``); other collections (Sentinel-1)
-    on intersection with the tile's footprint.
+    Sentinel-2 items are kept when their MGRS tile is ``tile_id`` (items of neighbouring tiles overlap the
+    bbox); Sentinel-1 items when they intersect the tile.
+
+    Raises:
+        ItemNormalizationError: naming the item, for an item that cannot be used.
     """
-    query = (
-        {"grid:code": {"eq": f"MGRS-{s2_tile(tile_id).tile_id}"}}
-        if collection.startswith("sentinel-2")
-        else None
+    tile = s2_tile(tile_id).tile_id
+    found = search.search([collection], bbox=_tile_bbox(tile), datetime=day.isoformat())
+    normalized = {i.id: normalize_item(i, provider) for i in found}
+    kept = deduplicate(n for n in normalized.values() if n.mission == "sentinel-1" or n.tile_id == tile)
+    ids = {n.id for n in kept}
+    raw = [i for i in found if i.id in ids]
+    return raw, sorted(kept, key=lambda n: (n.datetime, n.id))
+
+
+def write_item_collection(path: Path, raw: list[pystac.Item], items: list[SceneItem]) -> dict[str, Any]:
+    """Write the items as a GeoJSON FeatureCollection (atomically) with their normalized form;
+    returns a summary for metadata."""
+    write_json(
+        path,
+        {
+            "type": "FeatureCollection",
+            "features": [i.to_dict(transform_hrefs=False) for i in raw],
+            "kz:items": [n.to_dict() for n in items],
+        },
     )
-    return search.search([collection], bbox=_tile_bbox(tile_id), datetime=day.isoformat(), query=query)
-
-
-def write_item_collection(path: Path, items: list[pystac.Item]) -> dict[str, Any]:
-    """Write the items as a GeoJSON FeatureCollection (atomically); returns a summary for metadata."""
-    write_json(path, {"type": "FeatureCollection", "features": [i.to_dict() for i in items]})
     return {
         "items": len(items),
-        "ids": [i.id for i in items],
-        "cloud_cover": [i.properties.get("eo:cloud_cover") for i in items],
+        "ids": [n.id for n in items],
+        "cloud_cover": [n.cloud_cover for n in items],
+        "platforms": sorted({n.platform for n in items}),
     }
+
+
+def read_items(path: Path) -> list[SceneItem]:
+    """The normalized items of a collection written by `write_item_collection` (none if absent)."""
+    if not path.is_file():
+        return []
+    return [SceneItem.from_dict(d) for d in json.loads(path.read_text())["kz:items"]]
+
+
+def _spatial_ref(grid: GridSpec) -> xr.DataArray:
+    t = grid.transform
+    return xr.DataArray(
+        0,
+        attrs={
+            "crs_wkt": CRS.from_epsg(grid.epsg).to_wkt(),
+            "spatial_ref": CRS.from_epsg(grid.epsg).to_wkt(),
+            "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+        },
+    )
+
+
+def _coords(grid: GridSpec, items: Sequence[SceneItem]) -> dict[str, Any]:
+    res = grid.resolution
+    return {
+        "time": ("time", np.array([np.datetime64(i.datetime.replace(tzinfo=None), "ns") for i in items])),
+        "y": ("y", grid.y0 - res * (np.arange(grid.height) + 0.5)),
+        "x": ("x", grid.x0 + res * (np.arange(grid.width) + 0.5)),
+        "item_id": ("time", [i.id for i in items]),
+        "platform": ("time", [i.platform for i in items]),
+        "relative_orbit": ("time", [i.relative_orbit or 0 for i in items]),
+        "orbit_state": ("time", [i.orbit_state or "" for i in items]),
+        "spatial_ref": _spatial_ref(grid),
+    }
+
+
+def s2_dataset(scenes: Sequence[S2Scene]) -> xr.Dataset:
+    """Sentinel-2 scenes of one tile and day (same grid and bands) as one Dataset."""
+    first = scenes[0]
+    ds = xr.Dataset(
+        {
+            "reflectance": (("time", "band", "y", "x"), np.stack([s.reflectance for s in scenes])),
+            "valid": (("time", "y", "x"), np.stack([s.valid for s in scenes])),
+        },
+        coords={
+            **_coords(first.grid, [s.item for s in scenes]),
+            "band": ("band", list(first.bands)),
+            "processing_baseline": ("time", [s.item.processing_baseline or "" for s in scenes]),
+        },
+        attrs={"product": first.item.product, "provider": first.item.provider, "tile": first.item.tile_id},
+    )
+    if first.scl is not None:
+        ds["scl"] = (("time", "y", "x"), np.stack([s.scl for s in scenes if s.scl is not None]))
+    ds["reflectance"].attrs = {
+        "units": "1",
+        "long_name": "surface reflectance"
+        if first.item.product == "L2A"
+        else "top-of-atmosphere reflectance",
+        "grid_mapping": "spatial_ref",
+    }
+    ds["reflectance"].encoding = {"dtype": "int16", "scale_factor": np.float32(1e-4), "_FillValue": -32768}
+    return ds
+
+
+def s1_dataset(scenes: Sequence[S1Scene]) -> xr.Dataset:
+    """Sentinel-1 scenes of one tile and day (same grid) as one Dataset."""
+    first = scenes[0]
+    dims = ("time", "y", "x")
+    data: dict[str, Any] = {
+        "vv_db": (dims, np.stack([s.vv_db for s in scenes])),
+        "vh_db": (dims, np.stack([s.vh_db for s in scenes])),
+        "vh_vv_db": (dims, np.stack([s.vh_vv_db for s in scenes])),
+    }
+    for pol in ("VV", "VH"):
+        if all(pol in s.unfiltered for s in scenes):
+            data[f"{pol.lower()}_db_unfiltered"] = (dims, np.stack([s.unfiltered[pol] for s in scenes]))
+    coherence = [s.coherence for s in scenes if s.coherence is not None]
+    if len(coherence) == len(scenes):
+        data["coh_vv"] = (dims, np.stack(coherence))
+    ds = xr.Dataset(data, coords=_coords(first.grid, [s.item for s in scenes]))
+    ds.attrs = {
+        "backscatter": first.backscatter,
+        "speckle_filter": first.speckle_filter,
+        "provider": first.item.provider,
+    }
+    for name in ds.data_vars:
+        ds[name].attrs["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+@contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target``, renamed to ``target`` on success (replacing it), removed on
+    error."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_zarr(path: Path, ds: xr.Dataset, chunk_px: int = 1024) -> None:
+    """Write ``ds`` as a Zarr store at ``path`` atomically, chunked per time (and band) in
+    ``chunk_px`` squares."""
+    sizes = {"time": 1, "band": 1, "y": chunk_px, "x": chunk_px}
+    for var in ds.data_vars.values():
+        var.encoding["chunks"] = tuple(
+            min(sizes.get(str(d), n), n) for d, n in zip(var.dims, var.shape, strict=True)
+        )
+    with _atomic_dir(path) as tmp:
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+
+
+def open_scenes(path: Path) -> xr.Dataset:
+    """Open a scene store written by `write_zarr` (lazily), reflectance decoded to float32."""
+    ds = xr.open_zarr(path)
+    if "reflectance" in ds:
+        ds["reflectance"] = ds["reflectance"].astype(np.float32)
+    return ds
+
+
+def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1)
+    return (out * 255).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, max_px: int) -> bytes:
+    image = Image.fromarray(rgb)
+    image.thumbnail((max_px, max_px), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def s2_quicklook(scene: S2Scene, max_px: int = 512) -> bytes:
+    """A true-colour PNG (B04, B03, B02, reflectance 0-0.3), invalid pixels black."""
+    idx = [scene.bands.index(b) for b in ("B04", "B03", "B02")]
+    rgb = np.stack([_stretch(scene.reflectance[i], 0.0, 0.3) for i in idx], axis=-1)
+    rgb[~scene.valid] = 0
+    return _png(rgb, max_px)
+
+
+def s1_quicklook(scene: S1Scene, max_px: int = 512) -> bytes:
+    """A false-colour PNG: VV (-20..0 dB), VH (-28..-8 dB), VH/VV ratio (-15..-3 dB) as R, G, B."""
+    rgb = np.stack(
+        [_stretch(scene.vv_db, -20, 0), _stretch(scene.vh_db, -28, -8), _stretch(scene.vh_vv_db, -15, -3)],
+        axis=-1,
+    )
+    return _png(rgb, max_px)

@@ -31,11 +31,9 @@ def _instance(home: Path) -> dg.DagsterInstance:
 def _run_chunk(
     region: Path, home: Path, storage: Path, keys: list[tuple[str, str]]
 ) -> tuple[dict[str, int], list[str]]:
-    """Materialize the scene item assets for each (date, tile) in ``keys``, one run each."""
+    """Materialize the ingest assets for each (date, tile) in ``keys``, one run each."""
     resources = {"stac": StacResource(catalog=str(region)), "storage": StorageResource(root=str(storage))}
-    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def(
-        "scene_items"
-    )
+    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("ingest")
     found: dict[str, int] = {}
     failed: list[str] = []
     with _instance(home) as instance:
@@ -49,7 +47,8 @@ def _run_chunk(
             for event in result.get_asset_materialization_events():
                 mat = event.step_materialization_data.materialization
                 name = mat.asset_key.to_user_string()
-                found[name] = found.get(name, 0) + int(mat.metadata["items"].value)  # type: ignore[arg-type]
+                count = mat.metadata.get("items", mat.metadata.get("scenes"))
+                found[name] = found.get(name, 0) + int(count.value) if count else found.get(name, 0)  # type: ignore[arg-type]
     return found, failed
 
 

@@ -4,17 +4,27 @@ from pathlib import Path
 
 import dagster as dg
 
-from kz_pipelines.stac import StacSearch, open_search
+from kz_pipelines.stac import Provider, StacSearch, open_search, provider_profile
 
 
 class StacResource(dg.ConfigurableResource):
-    """Where STAC items come from: a simulated region folder, a stac-geoparquet file, or an API URL."""
+    """Where STAC items come from.
 
-    catalog: str
+    ``provider`` names a profile (`kz_pipelines.stac.providers`: local, earth-search, planetary-computer,
+    cdse): its collections and authentication. ``catalog`` is a simulated region folder, a
+    stac-geoparquet file or an API URL; empty means the profile's own API.
+    """
+
+    catalog: str = ""
+    provider: str = "local"
+
+    def profile(self) -> Provider:
+        """The provider profile."""
+        return provider_profile(self.provider)
 
     def searcher(self) -> StacSearch:
-        """The search client for ``catalog``."""
-        return open_search(self.catalog)
+        """The search client."""
+        return open_search(self.catalog, self.provider)
 
 
 class StorageResource(dg.ConfigurableResource):

@@ -222,7 +222,12 @@ class ApiSearch:
         profile = PROVIDERS.get(self.provider)
         io = StacApiIO(timeout=self.timeout_s, max_retries=api_retry(self.retries, self.backoff_s))
         try:
-            return Client.open(self.url, stac_io=io, modifier=profile.item_modifier() if profile else None)
+            return Client.open(
+                self.url,
+                stac_io=io,
+                timeout=self.timeout_s,
+                modifier=profile.item_modifier() if profile else None,
+            )
         except (APIError, OSError, RequestException) as exc:
             raise StacSearchError(
                 f"STAC API {self.url} (provider {self.provider}) cannot be opened: {exc}"

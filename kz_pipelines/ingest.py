@@ -1,0 +1,310 @@
+"""Loading scenes onto a tile grid: Sentinel-2 as physical reflectance with a validity mask, Sentinel-1
+as speckle-filtered backscatter in dB.
+
+Every band is read from its own file with the file's own georeferencing (an item's ``proj:*`` only says
+which extent it covers): a file already on the target grid's CRS and pixel lattice is read with a
+window (20/60 m bands resampled to 10 m by GDAL), anything else is warped (`rasterio.warp.reproject`),
+including Sentinel-1 GRD files in radar geometry, which GDAL georeferences by their ground control
+points. Bands are read in parallel threads (GDAL releases the GIL while decoding).
+
+Errors name the item, the asset and its href (`IngestError`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.warp import reproject
+from rasterio.windows import Window, from_bounds
+
+from kz_pipelines.errors import UserFacingError
+from kz_pipelines.raster import GridSpec
+from kz_pipelines.sar import refined_lee, to_db
+from kz_pipelines.stac.normalize import BandAsset, SceneItem
+from kz_pipelines.tiles import TILE_SIZE_PX, s2_tile
+
+__all__ = [
+    "S2_L1C_BANDS",
+    "S2_L2A_BANDS",
+    "IngestError",
+    "S1Scene",
+    "S2Scene",
+    "load_s1_scene",
+    "load_s2_scene",
+    "read_band",
+    "scene_grid",
+]
+
+S2_L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+"""The 12 Level-2A reflectance bands, in band order."""
+S2_L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+"""The 13 Level-1C reflectance bands (with the cirrus band B10), in band order."""
+SCL_INVALID = (0, 1)
+"""SCL classes without a usable surface reflectance: 0 no data, 1 saturated or defective."""
+
+
+class IngestError(UserFacingError, RuntimeError):
+    """A scene that cannot be loaded: unreadable or corrupt file, missing band, unknown CRS."""
+
+
+def _snap(value: float, origin: float) -> float:
+    return origin + round((value - origin) / 10.0) * 10.0
+
+
+def scene_grid(
+    item: SceneItem, window_px: int | None = None, resolution: float = 10.0, tile_id: str | None = None
+) -> GridSpec:
+    """The grid a tile's scenes are loaded onto: the tile's 10 m lattice (or ``resolution``).
+
+    ``window_px`` > 0 gives the tile's centred window of that size (`S2Tile.window`). Otherwise the extent
+    the item declares for its bands, when it is in the tile's CRS, snapped to the lattice and clipped to
+    the tile (a simulated region covers a window of each tile); else the whole tile.
+
+    Args:
+        item: the item to load.
+        window_px: centred window size, 10 m pixels; 0 or None for the rule above.
+        resolution: pixel size of the returned grid, metres.
+        tile_id: the tile, for items without one (Sentinel-1).
+
+    Raises:
+        IngestError: for an item without a tile and no ``tile_id``, or one declaring an extent outside it.
+    """
+    tile_name = tile_id or item.tile_id
+    if tile_name is None:
+        raise IngestError(f"item {item.id}: no MGRS tile; give the tile to load it onto")
+    tile = s2_tile(tile_name)
+    grid = tile.grid(10.0)
+    declared = [b for b in item.bands.values() if b.transform and b.shape and b.quantity != "classes"]
+    if window_px:
+        grid = tile.window(window_px)
+    elif declared and item.epsg == tile.epsg:
+        band = min(declared, key=lambda b: abs(b.transform[0]) if b.transform else 0.0)
+        t, (rows, cols) = band.transform or (), band.shape or (0, 0)
+        size = TILE_SIZE_PX * 10.0
+        left = max(tile.ulx, _snap(t[2], tile.ulx))
+        right = min(tile.ulx + size, _snap(t[2] + cols * t[0], tile.ulx))
+        top = min(tile.uly, _snap(t[5], tile.uly))
+        bottom = max(tile.uly - size, _snap(t[5] + rows * t[4], tile.uly))
+        if right <= left or top <= bottom:
+            raise IngestError(f"item {item.id}: its declared extent does not overlap tile {tile.tile_id}")
+        grid = GridSpec(tile.epsg, left, top, 10.0, round((right - left) / 10), round((top - bottom) / 10))
+    return grid if resolution == 10.0 else grid.coarsened(resolution)
+
+
+def _aligned_window(src: Any, grid: GridSpec) -> Window | None:
+    """The source window covering ``grid`` when a plain windowed read lands exactly on it: same CRS,
+    north-up, the grid's edges on the source's pixel lattice and inside the file. None otherwise."""
+    t: Affine = src.transform
+    if src.crs is None or src.crs.to_epsg() != grid.epsg or t.b != 0 or t.d != 0 or t.e >= 0:
+        return None
+    window = from_bounds(*grid.bounds, transform=t)
+    edges = (window.col_off, window.row_off, window.col_off + window.width, window.row_off + window.height)
+    if any(abs(e - round(e)) > 1e-6 for e in edges):
+        return None
+    if (
+        window.col_off < 0
+        or window.row_off < 0
+        or edges[2] > src.width + 1e-6
+        or edges[3] > src.height + 1e-6
+    ):
+        return None
+    return Window(round(window.col_off), round(window.row_off), round(window.width), round(window.height))
+
+
+def read_band(
+    band: BandAsset,
+    item_id: str,
+    grid: GridSpec,
+    resampling: Resampling = Resampling.bilinear,
+    physical: bool = True,
+) -> np.ndarray:
+    """Read one band onto ``grid``.
+
+    Args:
+        band: the band (href, scale, offset, nodata).
+        item_id: for error messages.
+        grid: the target grid.
+        resampling: for bands whose pixels are not the grid's (nearest for classes).
+        physical: return float32 ``stored * scale + offset`` with NaN for nodata and outside the file;
+            else the stored values (nodata where there are none).
+
+    Raises:
+        IngestError: naming item, asset and href, when the file cannot be opened or decoded, or has no
+            georeferencing.
+    """
+    nodata = band.nodata
+    try:
+        with warnings.catch_warnings():
+            # a file without georeferencing is refused below, with the item named
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(band.href) as src:
+                if src.crs is None and not src.gcps[0]:
+                    raise IngestError(
+                        f"item {item_id} asset {band.asset} ({band.href}): the file has no CRS and no GCPs"
+                    )
+                nodata = src.nodata if src.nodata is not None else nodata
+                window = _aligned_window(src, grid)
+                fill = nodata if nodata is not None else 0
+                if window is not None:
+                    data = src.read(1, window=window, out_shape=grid.shape, resampling=resampling)
+                else:  # GDAL's warper (for GRD in radar geometry, the GCP transformer)
+                    data = np.full(grid.shape, fill, dtype=src.dtypes[0])
+                    reproject(
+                        rasterio.band(src, 1),
+                        data,
+                        src_nodata=nodata,
+                        dst_transform=grid.transform,
+                        dst_crs=f"EPSG:{grid.epsg}",
+                        dst_nodata=fill,
+                        resampling=resampling,
+                    )
+    except RasterioError as exc:
+        raise IngestError(f"item {item_id} asset {band.asset} ({band.href}): {exc}") from None
+    if not physical:
+        return data
+    out = data.astype(np.float32)
+    if band.scale != 1.0 or band.offset != 0.0:
+        out *= np.float32(band.scale)
+        out += np.float32(band.offset)
+    if nodata is not None:
+        out[data == nodata] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class S2Scene:
+    """One Sentinel-2 acquisition on a tile grid.
+
+    Attributes:
+        item: the normalized item.
+        grid: the grid of every array.
+        bands: band names, in the order of ``reflectance``.
+        reflectance: float32 (band, row, col) physical reflectance, NaN where there is no data.
+        valid: (row, col) True where every band has data and SCL (when there is one) is not no-data or
+            defective.
+        scl: uint8 (row, col) scene classification (0 = no data), or None for Level-1C.
+    """
+
+    item: SceneItem
+    grid: GridSpec
+    bands: tuple[str, ...]
+    reflectance: np.ndarray
+    valid: np.ndarray
+    scl: np.ndarray | None
+
+
+def load_s2_scene(
+    item: SceneItem, grid: GridSpec, bands: Sequence[str] | None = None, threads: int = 4
+) -> S2Scene:
+    """Load a Sentinel-2 item's reflectance bands (and SCL for Level-2A) onto ``grid``.
+
+    Args:
+        item: a normalized Sentinel-2 item.
+        grid: target grid (typically `scene_grid`).
+        bands: which bands; default all of the product's (`S2_L2A_BANDS` / `S2_L1C_BANDS`).
+        threads: bands read at the same time.
+
+    Raises:
+        IngestError: naming the item and band, for a missing band or an unreadable file.
+    """
+    names = tuple(bands or (S2_L1C_BANDS if item.product == "L1C" else S2_L2A_BANDS))
+    assets = [item.band(n) for n in names]  # missing bands fail before anything is read
+    scl_asset = item.bands.get("SCL") if item.product == "L2A" else None
+    out = np.empty((len(names), *grid.shape), dtype=np.float32)
+
+    def load(i: int) -> None:
+        out[i] = read_band(assets[i], item.id, grid)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        scl_future = (
+            pool.submit(read_band, scl_asset, item.id, grid, Resampling.nearest, False) if scl_asset else None
+        )
+        list(pool.map(load, range(len(names))))
+        scl = scl_future.result().astype(np.uint8) if scl_future else None
+    valid: np.ndarray = np.logical_not(np.isnan(out).any(axis=0))
+    if scl is not None:
+        valid &= ~np.isin(scl, SCL_INVALID)
+    return S2Scene(item=item, grid=grid, bands=names, reflectance=out, valid=valid, scl=scl)
+
+
+@dataclass(frozen=True)
+class S1Scene:
+    """One Sentinel-1 acquisition on a tile grid.
+
+    Attributes:
+        item: the normalized item.
+        grid: the grid of every array.
+        backscatter: ``sigma0`` or ``gamma0`` (what the provider delivers, linear power before dB).
+        vv_db, vh_db: speckle-filtered backscatter, dB (NaN where no data).
+        vh_vv_db: the VH/VV ratio, dB (VH dB - VV dB).
+        unfiltered: the unfiltered VV and VH dB, when asked for (``{"VV": ..., "VH": ...}``).
+        coherence: VV coherence (0-1) when the provider has it, else None.
+        speckle_filter: the filter applied (``none`` when unfiltered).
+    """
+
+    item: SceneItem
+    grid: GridSpec
+    backscatter: str
+    vv_db: np.ndarray
+    vh_db: np.ndarray
+    vh_vv_db: np.ndarray
+    unfiltered: dict[str, np.ndarray]
+    coherence: np.ndarray | None
+    speckle_filter: str
+
+
+def load_s1_scene(
+    item: SceneItem,
+    grid: GridSpec,
+    speckle_filter: bool = True,
+    keep_unfiltered: bool = False,
+    enl: float = 4.4,
+) -> S1Scene:
+    """Load a Sentinel-1 item's VV and VH onto ``grid`` (warping GCP-georeferenced files), speckle
+    filter them in linear power (refined Lee, `kz_pipelines.sar.refined_lee`, with ``enl`` looks) and
+    convert to dB.
+
+    Raises:
+        IngestError: naming the item, for a missing polarization, unreadable file, or digital numbers
+            without calibration (GRD from a provider that does not calibrate).
+    """
+    vv_band, vh_band = item.band("VV"), item.band("VH")
+    if vv_band.quantity == "dn":
+        raise IngestError(
+            f"item {item.id}: VV/VH are uncalibrated GRD digital numbers; use a calibrated collection "
+            "(the provider profile's `s1`, e.g. Planetary Computer's sentinel-1-rtc) or the local catalog"
+        )
+    linear = {}
+    for name, band in (("VV", vv_band), ("VH", vh_band)):
+        values = read_band(band, item.id, grid, Resampling.nearest)
+        values[values <= 0] = np.nan
+        linear[name] = values
+    unfiltered = {k: to_db(v) for k, v in linear.items()} if keep_unfiltered or not speckle_filter else {}
+    if speckle_filter:
+        linear = {k: refined_lee(v, enl=enl) for k, v in linear.items()}
+        vv_db, vh_db = to_db(linear["VV"]), to_db(linear["VH"])
+    else:
+        vv_db, vh_db = unfiltered["VV"], unfiltered["VH"]
+    coherence = (
+        read_band(item.bands["COH_VV"], item.id, grid, Resampling.nearest) if "COH_VV" in item.bands else None
+    )
+    return S1Scene(
+        item=item,
+        grid=grid,
+        backscatter=vv_band.quantity,
+        vv_db=vv_db,
+        vh_db=vh_db,
+        vh_vv_db=vh_db - vv_db,
+        unfiltered=unfiltered if keep_unfiltered else {},
+        coherence=coherence,
+        speckle_filter=f"refined Lee 7x7, ENL {enl}" if speckle_filter else "none",
+    )
