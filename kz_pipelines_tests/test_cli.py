@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -68,3 +69,33 @@ def test_port_in_use(region: Path) -> None:
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1
     assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
+
+
+def test_stac_inspect_every_real_item(shared_data: Path) -> None:
+    for path in sorted((shared_data / "stac_items").glob("*.json")):
+        out = kz("stac", "inspect", str(path))
+        assert out.returncode == 0, (path.name, out.stderr)
+        item = json.loads(out.stdout)
+        for band in item["bands"].values():
+            assert {"href", "scale", "offset", "nodata", "resolution"} <= set(band)
+        assert {"tile_id", "epsg", "relative_orbit", "orbit_state", "processing_baseline"} <= set(item)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"type": "Feature", "id": "LC09_X", "properties": {"platform": "landsat-9"}, "assets": {}}',
+            "item LC09_X: not a Sentinel",
+        ),
+        ('{"type": "FeatureCollection", "features": []}', "not a STAC item"),
+        ("{not json", "not a readable JSON file"),
+    ],
+)
+def test_stac_inspect_refuses_what_it_cannot_use(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "item.json"
+    path.write_text(content)
+    out = kz("stac", "inspect", str(path))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

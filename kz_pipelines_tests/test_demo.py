@@ -29,11 +29,11 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
     out = run_demo(tmp_path / "region", tmp_path / "home", tmp_path / "storage", log=lambda _: None)
     assert out["partitions"] == 14
     assert out["failed"] == []
-    assert out["items"] == {
-        "s2_items": summary["items"]["sentinel-2-l2a"],
-        "s1_items": summary["items"]["sentinel-1-grd"],
-    }
-    written = sorted((tmp_path / "storage" / "items" / "sentinel-2-l2a" / "35VLF").glob("*.json"))
+    n_s2, n_s1 = summary["items"]["sentinel-2-l2a"], summary["items"]["sentinel-1-grd"]
+    assert out["items"] == {"s2_items": n_s2, "s1_items": n_s1, "s2_scenes": n_s2, "s1_scenes": n_s1}
+    stores = sorted((tmp_path / "storage" / "scenes" / "s2_l2a" / "35VLF").glob("*.zarr"))
+    assert len(stores) == n_s2 > 0
+    written = sorted((tmp_path / "storage" / "items" / "s2_l2a" / "35VLF").glob("*.json"))
     assert len(written) == 14
     assert (
         sum(len(json.loads(p.read_text())["features"]) for p in written) == summary["items"]["sentinel-2-l2a"]
@@ -42,4 +42,5 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
         runs = instance.get_runs()
         assert len(runs) == 14
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        assert len(instance.get_materialized_partitions(dg.AssetKey("s1_items"))) == 14
+        for asset in ("s2_items", "s1_items", "s2_scenes", "s1_scenes"):
+            assert len(instance.get_materialized_partitions(dg.AssetKey(asset))) == 14

@@ -169,7 +169,8 @@ def test_refined_lee_does_not_depend_on_tiling(tile: tuple[int, int], workers: i
 
 def _reference_refined_lee(img: NDArray[np.float32], window: int, enl: float) -> NDArray[np.float64]:
     """Per-pixel refined Lee, written from the published description (slow; for small images)."""
-    sub, stride = {5: (3, 1), 7: (3, 2), 9: (5, 2), 11: (5, 3)}[window]
+    # PolSARpro's sub-window size and stride per window size
+    sub, stride = {5: (3, 1), 7: (3, 2), 9: (5, 2), 11: (5, 3), 13: (5, 4), 15: (7, 4), 17: (7, 5)}[window]
     k, q = window // 2, sub // 2
     i, j = np.mgrid[-k : k + 1, -k : k + 1]
     # left, upper-right, upper, upper-left, right, lower-left, lower, lower-right
@@ -206,7 +207,7 @@ def _reference_refined_lee(img: NDArray[np.float32], window: int, enl: float) ->
     return out
 
 
-@pytest.mark.parametrize("window", [5, 7, 9, 11])
+@pytest.mark.parametrize("window", [5, 7, 9, 11, 13, 15, 17])
 def test_refined_lee_matches_per_pixel_reference(window: int) -> None:
     img = _speckled_step(rows=23, cols=31, edge=13, seed=window)
     img[:, 20:] *= np.float32(3.0)  # a second, upward edge

@@ -38,7 +38,7 @@ from kz_pipelines.labels import CropClass, load_taxonomy
 from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
 from kz_pipelines.sim.clouds import CloudScene, make_clouds, scene_classification
-from kz_pipelines.sim.config import SimConfig
+from kz_pipelines.sim.config import SimConfig, SimConfigError
 from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape, with_damage
 from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moisture
 from kz_pipelines.sim.render import (
@@ -460,6 +460,11 @@ def _catalog(
         ],
     }
     write_json(stac / "catalog.json", catalog)
+    if not entries:
+        raise SimConfigError(
+            f"start/end: no Sentinel-1 or Sentinel-2 acquisition over {', '.join(cfg.tiles)} "
+            f"from {cfg.start} to {cfg.end}; widen the season"
+        )
     index = []
     for rel, it in entries:
         copy = json.loads(json.dumps(it))
