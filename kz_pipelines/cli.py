@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 stac_app = typer.Typer(help="Search or serve STAC catalogs.", no_args_is_help=True)
 app.add_typer(stac_app, name="stac")
+bench_app = typer.Typer(help="Benchmarks: speed and memory against a baseline measured in the same run.")
+app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 DEFAULT_REGION = Path("var/region")
 
@@ -179,8 +181,42 @@ def stac_inspect(
     except (OSError, ValueError) as exc:
         raise UserFacingError(f"{item}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or data.get("type") != "Feature":
-        raise ItemNormalizationError(f"{item}: not a STAC item (no \"type\": \"Feature\")")
+        raise ItemNormalizationError(f'{item}: not a STAC item (no "type": "Feature")')
     typer.echo(json.dumps(normalize_item(data, provider).to_dict(), indent=1))
+
+
+def _print_bench(result: object, as_json: bool) -> None:
+    from kz_pipelines.bench import BenchResult
+
+    assert isinstance(result, BenchResult)
+    data = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"kz bench {result.name} — {result.hardware}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in data["figures"].items():
+        table.add_row(key, str(value))
+    for key, target in data["targets"].items():
+        verdict = "[green]met[/]" if target["met"] else "[red]NOT met[/]"
+        table.add_row(f"target {key}", f"{target['value']} {target['op']} {target['target']}: {verdict}")
+    Console().print(table)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    work: Annotated[Path, typer.Option(help="Keeps the simulated full tile between runs.")] = Path(
+        "var/bench"
+    ),
+) -> None:
+    """Load one full simulated tile-date (10980 x 10980, all bands) into s2_scenes vs plain rasterio."""
+    from kz_pipelines.bench.ingest import run
+
+    _print_bench(run(work, log=lambda m: err.print(m, highlight=False)), json_)
 
 
 def main() -> None:

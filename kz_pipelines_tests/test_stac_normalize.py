@@ -232,3 +232,32 @@ def test_simulated_items_normalize_like_earth_search(region: Path) -> None:
         if n.mission == "sentinel-2":
             offset = -0.1 if n.processing_baseline and n.processing_baseline >= "04.00" else 0.0
             assert (n.bands["B04"].scale, n.bands["B04"].offset) == (1e-4, offset)
+
+
+def test_provider_profiles_name_collections_and_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kz_pipelines.stac import PROVIDERS, ProviderError, open_search, provider_profile
+
+    assert set(PROVIDERS) == {"local", "earth-search", "planetary-computer", "cdse"}
+    for profile in PROVIDERS.values():
+        assert {"s2_l2a", "s1"} <= set(profile.collections)
+    assert provider_profile("planetary-computer").collection("s1") == "sentinel-1-rtc"
+    signer = provider_profile("planetary-computer").item_modifier()
+    assert signer is not None
+    assert (signer.__module__, signer.__name__) == ("planetary_computer.sas", "sign_inplace")
+    assert provider_profile("earth-search").item_modifier() is None
+    with pytest.raises(ProviderError, match="has no s2_l1c collection"):
+        provider_profile("planetary-computer").collection("s2_l1c")
+    with pytest.raises(ProviderError, match="unknown STAC provider 'usgs'; known: local, "):
+        provider_profile("usgs")
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY", raising=False)
+    with pytest.raises(ProviderError, match="CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY"):
+        provider_profile("cdse").gdal_env()
+    monkeypatch.setenv("CDSE_S3_ACCESS_KEY", "key")
+    monkeypatch.setenv("CDSE_S3_SECRET_KEY", "secret")
+    env = provider_profile("cdse").gdal_env()
+    assert env["AWS_S3_ENDPOINT"] == "eodata.dataspace.copernicus.eu"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("key", "secret")
+    # an empty catalog location means the profile's own API (nothing is fetched until a search)
+    assert getattr(open_search("", "cdse"), "url", None) == "https://stac.dataspace.copernicus.eu/v1"
+    with pytest.raises(Exception, match="provider 'local' has no API"):
+        open_search("", "local")

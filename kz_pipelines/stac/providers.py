@@ -19,6 +19,7 @@ to GDAL (never written to disk or metadata).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -68,7 +69,9 @@ class Provider:
         """What to apply to every search result (Planetary Computer: sign the asset hrefs)."""
         if self.auth != "planetary-computer":
             return None
-        import planetary_computer
+        with warnings.catch_warnings():  # its settings class uses pydantic's deprecated class Config
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import planetary_computer
 
         return planetary_computer.sign_inplace
 

@@ -1,0 +1,64 @@
+"""Benchmarks (`kz bench NAME`): speed and memory measured against a baseline in the same run.
+
+Each benchmark returns a `BenchResult`; with ``--json`` the CLI prints it as the last line of stdout in the
+shape of DESIGN §9: name, hardware, figures, and one entry per target with its threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["BenchResult", "Target", "hardware"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target: ``value op target`` must hold."""
+
+    value: float
+    op: Literal[">=", "<="]
+    target: float
+
+    @property
+    def met(self) -> bool:
+        """Whether the measured value meets the target."""
+        return self.value >= self.target if self.op == ">=" else self.value <= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"value": round(self.value, 4), "op": self.op, "target": self.target, "met": self.met}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What one benchmark measured."""
+
+    name: str
+    figures: dict[str, float | int | str]
+    targets: dict[str, Target] = field(default_factory=dict)
+    hardware: str = field(default_factory=lambda: hardware())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The DESIGN §9 JSON object."""
+        return {
+            "name": self.name,
+            "hardware": self.hardware,
+            "figures": self.figures,
+            "targets": {k: t.to_dict() for k, t in self.targets.items()},
+        }
+
+
+def hardware() -> str:
+    """A one-line description of this machine: CPU model, cores usable, memory, GPU if torch sees one."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cores} cores of {model}, {memory:.0f} GiB RAM, no GPU used"

@@ -1,0 +1,133 @@
+"""`kz bench ingest`: loading one full Sentinel-2 tile-date into `s2_scenes`, against plain rasterio.
+
+The scene is one simulated Level-2A acquisition over a whole tile (10980 x 10980 px at 10 m; 12
+reflectance bands and SCL as ZSTD COGs at their native 10/20/60 m), simulated once into ``work`` and
+reused. In the same run:
+
+- baseline: each band file decoded whole with plain rasterio (``src.read(1)``, one file after the other):
+  source megapixels per second;
+- ours: `load_s2_scene` onto the 10 m tile grid: every band decoded, 20/60 m bands resampled to 10 m,
+  digital numbers turned into physical reflectance with NaN for no data, and the validity mask; the
+  same source megapixels over its time gives the comparable throughput;
+- peak memory of our load, measured in a fresh process (peak RSS less that process's RSS before the load),
+  against the output array (12 bands, float32);
+- for information, the time to write the loaded scene as the asset's Zarr store.
+
+Targets (issue: ingest): throughput >= 70% of the baseline; peak memory <= 2x the output array.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import rasterio
+
+from kz_pipelines.bench import BenchResult, Target
+
+__all__ = ["BENCH_CONFIG", "run"]
+
+BENCH_DAY = date(2024, 4, 21)
+"""A day with a Sentinel-2 overpass of tile 35VLF in the orbit plan of seed 11 (`plan_region`)."""
+BENCH_CONFIG: dict[str, Any] = {
+    "seed": 11,
+    "tiles": ("35VLF",),
+    "size_px": 10980,
+    "start": BENCH_DAY,
+    "end": BENCH_DAY,
+    "n_parcels": 3000,
+    "l1c": False,
+}
+
+
+def _region(work: Path, log: Callable[[str], Any]) -> Path:
+    """The simulated full-tile region (simulated on first use: several minutes, ~9 GB peak memory)."""
+    from kz_pipelines.sim import SimConfig, simulate
+
+    region = work / "ingest-region"
+    if not (region / "region.json").is_file():
+        log(f"simulating one full tile-date into {region} (once; several minutes)")
+        simulate(SimConfig(**BENCH_CONFIG), region, overwrite=True)
+    return region
+
+
+def _item(region: Path) -> Any:
+    from kz_pipelines.stac import normalize_item, open_search
+
+    items = open_search(str(region)).search(["sentinel-2-l2a"], datetime=BENCH_DAY.isoformat())
+    if not items:
+        raise RuntimeError(f"the benchmark region {region} has no L2A item on {BENCH_DAY}")
+    return normalize_item(items[0])
+
+
+_CHILD = """
+import json, resource, sys, time
+from kz_pipelines.bench.ingest import _item
+from kz_pipelines.ingest import load_s2_scene, scene_grid
+from kz_pipelines.scenes import s2_dataset, write_zarr
+from pathlib import Path
+region, out = Path(sys.argv[1]), Path(sys.argv[2])
+item = _item(region)
+grid = scene_grid(item)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+scene = load_s2_scene(item, grid)
+load_s = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+write_zarr(out, s2_dataset([scene]))
+write_s = time.perf_counter() - t0
+print(json.dumps({"load_s": load_s, "write_s": write_s, "rss_before_kib": before, "rss_peak_kib": peak,
+                  "output_bytes": scene.reflectance.nbytes, "shape": list(scene.reflectance.shape)}))
+"""
+
+
+def run(work: Path, log: Callable[[str], Any] = print) -> BenchResult:
+    """Run the benchmark; ``work`` keeps the simulated region between runs."""
+    region = _region(work, log)
+    item = _item(region)
+    files = [b.href for name, b in item.bands.items() if name.startswith("B") or name == "SCL"]
+    log(f"baseline: decoding {len(files)} band files with plain rasterio")
+    source_px = 0
+    t0 = time.perf_counter()
+    for href in files:
+        with rasterio.open(href) as src:
+            source_px += src.read(1).size
+    raw_s = time.perf_counter() - t0
+    log("ours: load_s2_scene in a fresh process")
+    out = work / "ingest-scene.zarr"
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(region), str(out)], capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{child.stderr[-2000:]}")
+    ours = json.loads(child.stdout.strip().splitlines()[-1])
+    raw_mpx_s = source_px / raw_s / 1e6
+    ours_mpx_s = source_px / ours["load_s"] / 1e6
+    peak_bytes = (ours["rss_peak_kib"] - ours["rss_before_kib"]) * 1024
+    figures: dict[str, float | int | str] = {
+        "tile_px": "x".join(str(v) for v in ours["shape"]),
+        "source_mpx": round(source_px / 1e6, 1),
+        "raw_rasterio_s": round(raw_s, 2),
+        "raw_rasterio_mpx_per_s": round(raw_mpx_s, 1),
+        "ours_load_s": round(ours["load_s"], 2),
+        "ours_mpx_per_s": round(ours_mpx_s, 1),
+        "output_array_gib": round(ours["output_bytes"] / 2**30, 2),
+        "ours_peak_memory_gib": round(peak_bytes / 2**30, 2),
+        "zarr_write_s": round(ours["write_s"], 2),
+        "end_to_end_s": round(ours["load_s"] + ours["write_s"], 2),
+    }
+    return BenchResult(
+        name="ingest",
+        figures=figures,
+        targets={
+            "throughput_ratio_vs_rasterio": Target(ours_mpx_s / raw_mpx_s, ">=", 0.7),
+            "peak_memory_vs_output": Target(peak_bytes / ours["output_bytes"], "<=", 2.0),
+        },
+    )
