@@ -3,7 +3,8 @@ as speckle-filtered backscatter in dB.
 
 Every band is read from its own file with the file's own georeferencing (an item's ``proj:*`` only says
 which extent it covers): a file already on the target grid's CRS and pixel lattice is read with a
-window (20/60 m bands resampled to 10 m by GDAL), anything else is warped (`rasterio.warp.reproject`),
+window at its own resolution (20/60 m pixels then replicated onto the 10 m grid: each 10 m pixel keeps
+its band's measured value), anything else is warped (`rasterio.warp.reproject`),
 including Sentinel-1 GRD files in radar geometry, which GDAL georeferences by their ground control
 points. Bands are read in parallel threads (GDAL releases the GIL while decoding).
 
@@ -12,10 +13,12 @@ Errors name the item, the asset and its href (`IngestError`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -48,8 +51,8 @@ S2_L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "
 """The 12 Level-2A reflectance bands, in band order."""
 S2_L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 """The 13 Level-1C reflectance bands (with the cirrus band B10), in band order."""
-SCL_INVALID = (0, 1)
-"""SCL classes without a usable surface reflectance: 0 no data, 1 saturated or defective."""
+SCL_FIRST_VALID = 2
+"""SCL classes below this have no usable surface reflectance: 0 no data, 1 saturated or defective."""
 
 
 class IngestError(UserFacingError, RuntimeError):
@@ -100,9 +103,11 @@ def scene_grid(
     return grid if resolution == 10.0 else grid.coarsened(resolution)
 
 
-def _aligned_window(src: Any, grid: GridSpec) -> Window | None:
-    """The source window covering ``grid`` when a plain windowed read lands exactly on it: same CRS,
-    north-up, the grid's edges on the source's pixel lattice and inside the file. None otherwise."""
+def _aligned_window(src: Any, grid: GridSpec) -> tuple[Window, int] | None:
+    """The source window covering ``grid`` when a plain windowed read lands exactly on it (same CRS,
+    north-up, the grid's edges on the source's pixel lattice, inside the file), with the integer factor
+    by which source pixels are larger than the grid's (0 when they are not an integer multiple:
+    GDAL resamples the read). None otherwise."""
     t: Affine = src.transform
     if src.crs is None or src.crs.to_epsg() != grid.epsg or t.b != 0 or t.d != 0 or t.e >= 0:
         return None
@@ -110,14 +115,20 @@ def _aligned_window(src: Any, grid: GridSpec) -> Window | None:
     edges = (window.col_off, window.row_off, window.col_off + window.width, window.row_off + window.height)
     if any(abs(e - round(e)) > 1e-6 for e in edges):
         return None
-    if (
-        window.col_off < 0
-        or window.row_off < 0
-        or edges[2] > src.width + 1e-6
-        or edges[3] > src.height + 1e-6
-    ):
+    if min(edges[:2]) < 0 or edges[2] > src.width + 1e-6 or edges[3] > src.height + 1e-6:
         return None
-    return Window(round(window.col_off), round(window.row_off), round(window.width), round(window.height))
+    ratio = t.a / grid.resolution
+    factor = round(ratio) if ratio >= 1 and abs(ratio - round(ratio)) < 1e-9 else 0
+    return Window(round(edges[0]), round(edges[1]), round(window.width), round(window.height)), factor
+
+
+def _replicate(values: np.ndarray, factor: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Each pixel repeated ``factor`` x ``factor`` times (nearest-neighbour upsampling), into ``out``."""
+    rows, cols = values.shape
+    target = np.empty((rows * factor, cols * factor), values.dtype) if out is None else out
+    wide = np.repeat(values, factor, axis=1)  # then whole rows copied: contiguous, fast
+    target.reshape(rows, factor, cols * factor)[...] = wide[:, np.newaxis, :]
+    return target
 
 
 def read_band(
@@ -126,6 +137,7 @@ def read_band(
     grid: GridSpec,
     resampling: Resampling = Resampling.bilinear,
     physical: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read one band onto ``grid``.
 
@@ -133,9 +145,12 @@ def read_band(
         band: the band (href, scale, offset, nodata).
         item_id: for error messages.
         grid: the target grid.
-        resampling: for bands whose pixels are not the grid's (nearest for classes).
+        resampling: for files off the grid's lattice or finer than the grid (nearest for classes). A
+            file on the lattice with pixels an integer multiple of the grid's (20 and 60 m bands on the 10 m
+            grid) is read at its own resolution and each pixel replicated: exact values, no mixing.
         physical: return float32 ``stored * scale + offset`` with NaN for nodata and outside the file;
             else the stored values (nodata where there are none).
+        out: a float32 array of the grid's shape to write the physical values into (saves a copy).
 
     Raises:
         IngestError: naming item, asset and href, when the file cannot be opened or decoded, or has no
@@ -152,12 +167,15 @@ def read_band(
                         f"item {item_id} asset {band.asset} ({band.href}): the file has no CRS and no GCPs"
                     )
                 nodata = src.nodata if src.nodata is not None else nodata
-                window = _aligned_window(src, grid)
+                convert = _Converter(band, nodata) if physical else None
+                aligned = _aligned_window(src, grid)
+                if aligned is not None and aligned[1] >= 1:
+                    return _read_strips(src, aligned[0], aligned[1], grid, convert, out)
                 fill = nodata if nodata is not None else 0
-                if window is not None:
-                    data = src.read(1, window=window, out_shape=grid.shape, resampling=resampling)
+                data = np.full(grid.shape, fill, dtype=src.dtypes[0])
+                if aligned is not None:  # finer than the grid: GDAL resamples
+                    src.read(1, window=aligned[0], out=data, resampling=resampling)
                 else:  # GDAL's warper (for GRD in radar geometry, the GCP transformer)
-                    data = np.full(grid.shape, fill, dtype=src.dtypes[0])
                     reproject(
                         rasterio.band(src, 1),
                         data,
@@ -169,15 +187,61 @@ def read_band(
                     )
     except RasterioError as exc:
         raise IngestError(f"item {item_id} asset {band.asset} ({band.href}): {exc}") from None
-    if not physical:
-        return data
-    out = data.astype(np.float32)
-    if band.scale != 1.0 or band.offset != 0.0:
-        out *= np.float32(band.scale)
-        out += np.float32(band.offset)
-    if nodata is not None:
-        out[data == nodata] = np.nan
-    return out
+    return data if convert is None else convert(data, out)
+
+
+STRIP_ROWS = 512
+"""Rows of a file decoded at a time (the COG block height): temporaries stay a few MB."""
+
+
+@dataclass(frozen=True)
+class _Converter:
+    """Stored values to float32 physical values, NaN for nodata. 8- and 16-bit integers go through a
+    lookup table (one pass: scale, offset and nodata at once)."""
+
+    band: BandAsset
+    nodata: float | None
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        table = np.arange(65536, dtype=np.float64) * self.band.scale + self.band.offset
+        if self.nodata is not None and 0 <= self.nodata < 65536 and float(self.nodata).is_integer():
+            table[int(self.nodata)] = np.nan
+        return table.astype(np.float32)
+
+    def __call__(self, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        values = np.empty(data.shape, np.float32) if out is None else out
+        if data.dtype in (np.uint8, np.uint16):
+            return np.take(self._table, data, out=values)
+        np.multiply(data, np.float32(self.band.scale), out=values, dtype=np.float32)
+        if self.band.offset:
+            values += np.float32(self.band.offset)
+        if self.nodata is not None:
+            values[data == self.nodata] = np.nan
+        return values
+
+
+def _read_strips(
+    src: Any, window: Window, factor: int, grid: GridSpec, convert: _Converter | None, out: np.ndarray | None
+) -> np.ndarray:
+    """Read ``window`` strip by strip, convert each strip (when ``convert``) and replicate its pixels
+    ``factor`` x ``factor`` into the grid-shaped result."""
+    dtype = np.float32 if convert is not None else np.dtype(src.dtypes[0])
+    target = out if out is not None else np.empty(grid.shape, dtype)
+    raw = np.empty((min(STRIP_ROWS, window.height), window.width), src.dtypes[0])
+    for row in range(0, window.height, STRIP_ROWS):
+        rows = min(STRIP_ROWS, window.height - row)
+        strip = raw[:rows]
+        src.read(1, window=Window(window.col_off, window.row_off + row, window.width, rows), out=strip)
+        dest = target[row * factor : (row + rows) * factor]
+        if factor == 1:
+            if convert is not None:
+                convert(strip, dest)
+            else:
+                dest[...] = strip
+        else:
+            _replicate(convert(strip) if convert is not None else strip, factor, dest)
+    return target
 
 
 @dataclass(frozen=True)
@@ -203,7 +267,7 @@ class S2Scene:
 
 
 def load_s2_scene(
-    item: SceneItem, grid: GridSpec, bands: Sequence[str] | None = None, threads: int = 4
+    item: SceneItem, grid: GridSpec, bands: Sequence[str] | None = None, threads: int | None = None
 ) -> S2Scene:
     """Load a Sentinel-2 item's reflectance bands (and SCL for Level-2A) onto ``grid``.
 
@@ -211,7 +275,7 @@ def load_s2_scene(
         item: a normalized Sentinel-2 item.
         grid: target grid (typically `scene_grid`).
         bands: which bands; default all of the product's (`S2_L2A_BANDS` / `S2_L1C_BANDS`).
-        threads: bands read at the same time.
+        threads: bands read at the same time (default: one per core, at most 4).
 
     Raises:
         IngestError: naming the item and band, for a missing band or an unreadable file.
@@ -222,17 +286,19 @@ def load_s2_scene(
     out = np.empty((len(names), *grid.shape), dtype=np.float32)
 
     def load(i: int) -> None:
-        out[i] = read_band(assets[i], item.id, grid)
+        read_band(assets[i], item.id, grid, out=out[i])
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
         scl_future = (
             pool.submit(read_band, scl_asset, item.id, grid, Resampling.nearest, False) if scl_asset else None
         )
         list(pool.map(load, range(len(names))))
         scl = scl_future.result().astype(np.uint8) if scl_future else None
-    valid: np.ndarray = np.logical_not(np.isnan(out).any(axis=0))
+    valid = np.ones(grid.shape, dtype=bool)
+    for band_values in out:  # band by band: no temporary the size of the whole scene
+        valid &= ~np.isnan(band_values)
     if scl is not None:
-        valid &= ~np.isin(scl, SCL_INVALID)
+        valid &= scl >= SCL_FIRST_VALID
     return S2Scene(item=item, grid=grid, bands=names, reflectance=out, valid=valid, scl=scl)
 
 

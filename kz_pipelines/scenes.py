@@ -132,13 +132,18 @@ def _coords(grid: GridSpec, items: Sequence[SceneItem]) -> dict[str, Any]:
     }
 
 
+def _stacked(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Arrays stacked on a new first axis (a view, not a copy, for one array)."""
+    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
+
+
 def s2_dataset(scenes: Sequence[S2Scene]) -> xr.Dataset:
     """Sentinel-2 scenes of one tile and day (same grid and bands) as one Dataset."""
     first = scenes[0]
     ds = xr.Dataset(
         {
-            "reflectance": (("time", "band", "y", "x"), np.stack([s.reflectance for s in scenes])),
-            "valid": (("time", "y", "x"), np.stack([s.valid for s in scenes])),
+            "reflectance": (("time", "band", "y", "x"), _stacked([s.reflectance for s in scenes])),
+            "valid": (("time", "y", "x"), _stacked([s.valid for s in scenes])),
         },
         coords={
             **_coords(first.grid, [s.item for s in scenes]),
@@ -148,7 +153,7 @@ def s2_dataset(scenes: Sequence[S2Scene]) -> xr.Dataset:
         attrs={"product": first.item.product, "provider": first.item.provider, "tile": first.item.tile_id},
     )
     if first.scl is not None:
-        ds["scl"] = (("time", "y", "x"), np.stack([s.scl for s in scenes if s.scl is not None]))
+        ds["scl"] = (("time", "y", "x"), _stacked([s.scl for s in scenes if s.scl is not None]))
     ds["reflectance"].attrs = {
         "units": "1",
         "long_name": "surface reflectance"
@@ -208,14 +213,12 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
 
 def write_zarr(path: Path, ds: xr.Dataset, chunk_px: int = 1024) -> None:
     """Write ``ds`` as a Zarr store at ``path`` atomically, chunked per time (and band) in
-    ``chunk_px`` squares."""
+    ``chunk_px`` squares. Encoding and compression run chunk by chunk in threads (dask), so writing
+    needs little memory beyond ``ds`` itself."""
     sizes = {"time": 1, "band": 1, "y": chunk_px, "x": chunk_px}
-    for var in ds.data_vars.values():
-        var.encoding["chunks"] = tuple(
-            min(sizes.get(str(d), n), n) for d, n in zip(var.dims, var.shape, strict=True)
-        )
+    chunked = ds.chunk({d: min(sizes.get(str(d), n), n) for d, n in ds.sizes.items()})
     with _atomic_dir(path) as tmp:
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+        chunked.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
 
 
 def open_scenes(path: Path) -> xr.Dataset:

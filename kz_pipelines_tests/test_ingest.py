@@ -60,6 +60,10 @@ def test_s2_scene_is_the_simulated_reflectance(region: Path) -> None:
     for j, band in enumerate(("B11", "B8A")):
         valid = sim.valid[20]
         assert np.abs(coarse.reflectance[j][valid] - sim.band("L2A", band)[valid]).max() <= 0.5e-4 + 1e-6
+    # on the 10 m grid each 20 m pixel is replicated 2 x 2: its measured value, not a blend
+    b11 = scene.reflectance[scene.bands.index("B11")]
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        np.testing.assert_array_equal(b11[dy::2, dx::2], coarse.reflectance[0])
     assert scene.scl is not None
     np.testing.assert_array_equal(scene.scl[::2, ::2], np.where(sim.valid[20], sim.scl, 0))
     assert not scene.valid[~sim.valid[10]].any()

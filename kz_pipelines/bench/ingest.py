@@ -6,11 +6,15 @@ reused. In the same run:
 
 - baseline: each band file decoded whole with plain rasterio (``src.read(1)``, one file after the other):
   source megapixels per second;
-- ours: `load_s2_scene` onto the 10 m tile grid: every band decoded, 20/60 m bands resampled to 10 m,
+- ours: `load_s2_scene` onto the 10 m tile grid: every band decoded, 20/60 m pixels replicated to 10 m,
   digital numbers turned into physical reflectance with NaN for no data, and the validity mask; the
-  same source megapixels over its time gives the comparable throughput;
+  same source megapixels over its time gives the comparable throughput (the target's basis: the same
+  files, the same input); the 10 m pixels it delivers per second are reported too;
 - peak memory of our load, measured in a fresh process (peak RSS less that process's RSS before the load),
   against the output array (12 bands, float32);
+- each timed pass is the second of two (the first warms the page cache and the process's memory: on a
+  virtual machine the first touch of fresh memory can cost over 1 s per GB); the first pass is reported
+  too, as ``*_cold_s``;
 - for information, the time to write the loaded scene as the asset's Zarr store.
 
 Targets (issue: ingest): throughput >= 70% of the baseline; peak memory <= 2x the output array.
@@ -33,14 +37,13 @@ from kz_pipelines.bench import BenchResult, Target
 
 __all__ = ["BENCH_CONFIG", "run"]
 
-BENCH_DAY = date(2024, 4, 21)
-"""A day with a Sentinel-2 overpass of tile 35VLF in the orbit plan of seed 11 (`plan_region`)."""
 BENCH_CONFIG: dict[str, Any] = {
     "seed": 11,
     "tiles": ("35VLF",),
     "size_px": 10980,
-    "start": BENCH_DAY,
-    "end": BENCH_DAY,
+    # three days around one Sentinel-2 overpass of the tile (the simulator's orbit plan for seed 11)
+    "start": date(2024, 4, 20),
+    "end": date(2024, 4, 22),
     "n_parcels": 3000,
     "l1c": False,
 }
@@ -60,9 +63,9 @@ def _region(work: Path, log: Callable[[str], Any]) -> Path:
 def _item(region: Path) -> Any:
     from kz_pipelines.stac import normalize_item, open_search
 
-    items = open_search(str(region)).search(["sentinel-2-l2a"], datetime=BENCH_DAY.isoformat())
+    items = open_search(str(region)).search(["sentinel-2-l2a"])
     if not items:
-        raise RuntimeError(f"the benchmark region {region} has no L2A item on {BENCH_DAY}")
+        raise RuntimeError(f"the benchmark region {region} has no L2A item")
     return normalize_item(items[0])
 
 
@@ -78,12 +81,17 @@ grid = scene_grid(item)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 scene = load_s2_scene(item, grid)
+cold_s = time.perf_counter() - t0
+del scene
+t0 = time.perf_counter()
+scene = load_s2_scene(item, grid)
 load_s = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 write_zarr(out, s2_dataset([scene]))
 write_s = time.perf_counter() - t0
-print(json.dumps({"load_s": load_s, "write_s": write_s, "rss_before_kib": before, "rss_peak_kib": peak,
+print(json.dumps({"load_s": load_s, "cold_s": cold_s, "write_s": write_s, "rss_before_kib": before,
+                  "rss_peak_kib": peak,
                   "output_bytes": scene.reflectance.nbytes, "shape": list(scene.reflectance.shape)}))
 """
 
@@ -94,12 +102,15 @@ def run(work: Path, log: Callable[[str], Any] = print) -> BenchResult:
     item = _item(region)
     files = [b.href for name, b in item.bands.items() if name.startswith("B") or name == "SCL"]
     log(f"baseline: decoding {len(files)} band files with plain rasterio")
-    source_px = 0
-    t0 = time.perf_counter()
-    for href in files:
-        with rasterio.open(href) as src:
-            source_px += src.read(1).size
-    raw_s = time.perf_counter() - t0
+    passes = []
+    for _ in range(2):
+        source_px = 0
+        t0 = time.perf_counter()
+        for href in files:
+            with rasterio.open(href) as src:
+                source_px += src.read(1).size
+        passes.append(time.perf_counter() - t0)
+    raw_cold_s, raw_s = passes
     log("ours: load_s2_scene in a fresh process")
     out = work / "ingest-scene.zarr"
     child = subprocess.run(
@@ -111,13 +122,17 @@ def run(work: Path, log: Callable[[str], Any] = print) -> BenchResult:
     raw_mpx_s = source_px / raw_s / 1e6
     ours_mpx_s = source_px / ours["load_s"] / 1e6
     peak_bytes = (ours["rss_peak_kib"] - ours["rss_before_kib"]) * 1024
+    out_px = ours["output_bytes"] // 4  # float32 pixels on the 10 m grid, all bands
     figures: dict[str, float | int | str] = {
         "tile_px": "x".join(str(v) for v in ours["shape"]),
         "source_mpx": round(source_px / 1e6, 1),
+        "raw_rasterio_cold_s": round(raw_cold_s, 2),
         "raw_rasterio_s": round(raw_s, 2),
         "raw_rasterio_mpx_per_s": round(raw_mpx_s, 1),
+        "ours_load_cold_s": round(ours["cold_s"], 2),
         "ours_load_s": round(ours["load_s"], 2),
         "ours_mpx_per_s": round(ours_mpx_s, 1),
+        "ours_output_mpx_per_s": round(out_px / ours["load_s"] / 1e6, 1),
         "output_array_gib": round(ours["output_bytes"] / 2**30, 2),
         "ours_peak_memory_gib": round(peak_bytes / 2**30, 2),
         "zarr_write_s": round(ours["write_s"], 2),
