@@ -209,14 +209,13 @@ def _print_bench(result: object, as_json: bool) -> None:
 @bench_app.command("ingest")
 def bench_ingest(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
-    work: Annotated[Path, typer.Option(help="Keeps the simulated full tile between runs.")] = Path(
-        "var/bench"
-    ),
+    work: Annotated[Path, typer.Option(help="Keeps the simulated tile between runs.")] = Path("var/bench"),
+    size_px: Annotated[int, typer.Option(help="Tile window side; the targets are for 10980.")] = 10980,
 ) -> None:
     """Load one full simulated tile-date (10980 x 10980, all bands) into s2_scenes vs plain rasterio."""
     from kz_pipelines.bench.ingest import run
 
-    _print_bench(run(work, log=lambda m: err.print(m, highlight=False)), json_)
+    _print_bench(run(work, size_px, log=lambda m: err.print(m, highlight=False)), json_)
 
 
 def main() -> None:

@@ -99,3 +99,18 @@ def test_stac_inspect_refuses_what_it_cannot_use(tmp_path: Path, content: str, m
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_bench_ingest_json_has_the_design_shape(tmp_path: Path) -> None:
+    out = kz("bench", "ingest", "--json", "--size-px", "240", "--work", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "ingest"
+    assert "cores" in result["hardware"]
+    assert set(result["targets"]) == {"throughput_ratio_vs_rasterio", "peak_memory_vs_output"}
+    ratio = result["targets"]["throughput_ratio_vs_rasterio"]
+    assert (ratio["op"], ratio["target"]) == (">=", 0.7)
+    assert ratio["value"] > 0
+    assert result["figures"]["tile_px"] == "12x240x240"
+    assert result["figures"]["raw_rasterio_mpx_per_s"] > 0

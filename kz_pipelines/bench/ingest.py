@@ -49,14 +49,17 @@ BENCH_CONFIG: dict[str, Any] = {
 }
 
 
-def _region(work: Path, log: Callable[[str], Any]) -> Path:
-    """The simulated full-tile region (simulated on first use: several minutes, ~9 GB peak memory)."""
+def _region(work: Path, size_px: int, log: Callable[[str], Any]) -> Path:
+    """The simulated region (simulated on first use: for the full tile several minutes, ~9 GB peak)."""
     from kz_pipelines.sim import SimConfig, simulate
 
-    region = work / "ingest-region"
+    region = work / f"ingest-region-{size_px}"
     if not (region / "region.json").is_file():
-        log(f"simulating one full tile-date into {region} (once; several minutes)")
-        simulate(SimConfig(**BENCH_CONFIG), region, overwrite=True)
+        log(f"simulating one tile-date of {size_px} x {size_px} px into {region} (once)")
+        parcels = max(4, BENCH_CONFIG["n_parcels"] * size_px**2 // 10980**2)
+        simulate(
+            SimConfig(**{**BENCH_CONFIG, "size_px": size_px, "n_parcels": parcels}), region, overwrite=True
+        )
     return region
 
 
@@ -96,9 +99,10 @@ print(json.dumps({"load_s": load_s, "cold_s": cold_s, "write_s": write_s, "rss_b
 """
 
 
-def run(work: Path, log: Callable[[str], Any] = print) -> BenchResult:
-    """Run the benchmark; ``work`` keeps the simulated region between runs."""
-    region = _region(work, log)
+def run(work: Path, size_px: int = 10980, log: Callable[[str], Any] = print) -> BenchResult:
+    """Run the benchmark; ``work`` keeps the simulated region between runs. The targets are for the
+    full tile (``size_px`` 10980); smaller sizes are for trying the benchmark out."""
+    region = _region(work, size_px, log)
     item = _item(region)
     files = [b.href for name, b in item.bands.items() if name.startswith("B") or name == "SCL"]
     log(f"baseline: decoding {len(files)} band files with plain rasterio")
@@ -112,7 +116,7 @@ def run(work: Path, log: Callable[[str], Any] = print) -> BenchResult:
         passes.append(time.perf_counter() - t0)
     raw_cold_s, raw_s = passes
     log("ours: load_s2_scene in a fresh process")
-    out = work / "ingest-scene.zarr"
+    out = work / f"ingest-scene-{size_px}.zarr"
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, str(region), str(out)], capture_output=True, text=True, check=False
     )
