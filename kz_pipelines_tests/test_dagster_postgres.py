@@ -79,4 +79,4 @@ def test_materialize_item_partition_on_postgres(
         assert mat is not None
         assert "s2_items" in mat[0]
         assert mat[1] == str(key)
-    assert (tmp_path / "items" / "sentinel-2-l2a" / "35VLF" / f"{day}.json").is_file()
+    assert (tmp_path / "items" / "s2_l2a" / "35VLF" / f"{day}.json").is_file()

@@ -5,10 +5,16 @@ import dagster as dg
 from kz_pipelines.definitions import defs
 
 
+def test_scene_assets_depend_on_their_items() -> None:
+    graph = defs.get_repository_def().asset_graph
+    assert graph.get(dg.AssetKey("s2_scenes")).parent_keys == {dg.AssetKey("s2_items")}
+    assert graph.get(dg.AssetKey("s1_scenes")).parent_keys == {dg.AssetKey("s1_items")}
+
+
 def test_definitions_load_with_expected_assets() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"s2_items", "s1_items"}
+    assert keys == {"s2_items", "s1_items", "s2_scenes", "s1_scenes"}
     for name in keys:
         spec = repo.asset_graph.get(dg.AssetKey(name))
         parts = spec.partitions_def
@@ -17,7 +23,7 @@ def test_definitions_load_with_expected_assets() -> None:
         assert spec.code_version
         assert spec.owners
         assert spec.description
-        assert "stac" in spec.kinds
+        assert spec.kinds & {"stac", "zarr"}
 
 
 def test_resources_come_from_the_environment() -> None:
