@@ -34,7 +34,7 @@ import xarray as xr
 from PIL import Image
 from pyproj import CRS
 
-from kz_pipelines.ingest import S1Scene, S2Scene
+from kz_pipelines.ingest import ENCODED_NODATA, ENCODED_SCALE, S1Scene, S2Scene
 from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.stac import SceneItem, StacSearch, deduplicate, normalize_item
 from kz_pipelines.storage import write_json
@@ -161,7 +161,15 @@ def s2_dataset(scenes: Sequence[S2Scene]) -> xr.Dataset:
         else "top-of-atmosphere reflectance",
         "grid_mapping": "spatial_ref",
     }
-    ds["reflectance"].encoding = {"dtype": "int16", "scale_factor": np.float32(1e-4), "_FillValue": -32768}
+    if first.encoded:  # already int16 x 1e-4: stored as is, decoded by CF readers
+        ds["reflectance"].attrs["scale_factor"] = ENCODED_SCALE
+        ds["reflectance"].encoding = {"_FillValue": ENCODED_NODATA}
+    else:
+        ds["reflectance"].encoding = {
+            "dtype": "int16",
+            "scale_factor": ENCODED_SCALE,
+            "_FillValue": ENCODED_NODATA,
+        }
     return ds
 
 
@@ -244,8 +252,7 @@ def _png(rgb: np.ndarray, max_px: int) -> bytes:
 
 def s2_quicklook(scene: S2Scene, max_px: int = 512) -> bytes:
     """A true-colour PNG (B04, B03, B02, reflectance 0-0.3), invalid pixels black."""
-    idx = [scene.bands.index(b) for b in ("B04", "B03", "B02")]
-    rgb = np.stack([_stretch(scene.reflectance[i], 0.0, 0.3) for i in idx], axis=-1)
+    rgb = np.stack([_stretch(scene.band(b), 0.0, 0.3) for b in ("B04", "B03", "B02")], axis=-1)
     rgb[~scene.valid] = 0
     return _png(rgb, max_px)
 

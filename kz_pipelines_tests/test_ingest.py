@@ -16,7 +16,14 @@ from pyproj import Transformer
 from rasterio.features import geometry_mask
 from shapely.geometry import shape
 
-from kz_pipelines.ingest import IngestError, load_s1_scene, load_s2_scene, read_band, scene_grid
+from kz_pipelines.ingest import (
+    ENCODED_NODATA,
+    IngestError,
+    load_s1_scene,
+    load_s2_scene,
+    read_band,
+    scene_grid,
+)
 from kz_pipelines.raster import GridSpec
 from kz_pipelines.sim.region import plan_region, render_s2_scene
 from kz_pipelines.stac import BandAsset, ItemNormalizationError, SceneItem, normalize_item, open_search
@@ -67,6 +74,18 @@ def test_s2_scene_is_the_simulated_reflectance(region: Path) -> None:
     assert scene.scl is not None
     np.testing.assert_array_equal(scene.scl[::2, ::2], np.where(sim.valid[20], sim.scl, 0))
     assert not scene.valid[~sim.valid[10]].any()
+
+
+def test_encoded_load_is_the_reflectance_to_1e4(region: Path) -> None:
+    item = _cloudy_l2a(region)
+    grid = scene_grid(item)
+    plain, encoded = load_s2_scene(item, grid), load_s2_scene(item, grid, encoded=True)
+    assert encoded.reflectance.dtype == np.int16
+    np.testing.assert_array_equal(encoded.valid, plain.valid)
+    has_data = ~np.isnan(plain.reflectance)
+    np.testing.assert_array_equal(encoded.reflectance != ENCODED_NODATA, has_data)
+    np.testing.assert_array_equal(encoded.reflectance[has_data], np.rint(plain.reflectance[has_data] * 1e4))
+    np.testing.assert_allclose(encoded.band("B04"), plain.band("B04"), atol=0.5e-4 + 1e-7)
 
 
 def test_l1c_scene_has_the_cirrus_band(region: Path) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from kz_pipelines.definitions import defs
 from kz_pipelines.defs.resources import StacResource, StorageResource
-from kz_pipelines.scenes import find_scene_items, open_scenes
+from kz_pipelines.ingest import load_s2_scene, scene_grid
+from kz_pipelines.scenes import find_scene_items, open_scenes, read_items
 from kz_pipelines.stac import open_search
 
 TILE = "35VLF"
@@ -77,6 +78,9 @@ def test_scenes_of_a_day_with_both_sensors(
     assert s2.spatial_ref.attrs["GeoTransform"].split()[1] == "10.0"
     red = s2.reflectance.sel(band="B04").isel(time=0).values
     valid = s2.valid.isel(time=0).values
+    item = read_items(tmp_path / "items" / "s2_l2a" / TILE / f"{day}.json")[0]
+    loaded = load_s2_scene(item, scene_grid(item)).band("B04")  # the float path, in memory
+    np.testing.assert_allclose(red, loaded, atol=0.5e-4 + 1e-7)  # the store decodes to the same values
     assert 0 < np.nanmedian(red[valid]) < 0.3
     assert np.isnan(red[~valid]).all() or valid[~np.isnan(red)].all()
     s1 = open_scenes(tmp_path / "scenes" / "s1" / TILE / f"{day}.zarr")

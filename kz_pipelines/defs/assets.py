@@ -150,7 +150,7 @@ def s2_scenes(
     with rasterio.Env(**stac.profile().gdal_env()):
         for item in items:
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
-            scenes.append(load_s2_scene(item, grid))
+            scenes.append(load_s2_scene(item, grid, encoded=True))
     path = storage.path("scenes", role, tile, f"{day}.zarr")
     write_zarr(path, s2_dataset(scenes))
     png = s2_quicklook(scenes[0])
