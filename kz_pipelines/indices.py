@@ -288,9 +288,7 @@ def compute_index(name: str, bands: Mapping[str, Any]) -> xr.DataArray | FloatAr
 @overload
 def compute_indices(names: Iterable[str], bands: Mapping[str, xr.DataArray]) -> dict[str, xr.DataArray]: ...
 @overload
-def compute_indices(
-    names: Iterable[str], bands: Mapping[str, npt.ArrayLike]
-) -> dict[str, FloatArray]: ...
+def compute_indices(names: Iterable[str], bands: Mapping[str, npt.ArrayLike]) -> dict[str, FloatArray]: ...
 def compute_indices(names: Iterable[str], bands: Mapping[str, Any]) -> dict[str, Any]:
     """Several indices of the same ``bands``: {name: compute_index(name, bands)}.
 
