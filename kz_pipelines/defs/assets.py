@@ -1,6 +1,7 @@
 """Scene assets (day x tile): what each provider published, and the scenes loaded onto the tile grid."""
 
 import base64
+import functools
 from datetime import date
 from typing import Literal
 
@@ -26,6 +27,11 @@ from kz_pipelines.storage import atomic_path
 
 _S2_LEVELS = {"L2A": "s2_l2a", "L1C": "s2_l1c"}
 
+_ingest_asset = functools.partial(
+    dg.asset, partitions_def=DAY_TILE, group_name="ingest", owners=["team:ingest"]
+)
+"""The ingest assets: per day x tile partition, in the ingest group."""
+
 
 def _partition(context: dg.AssetExecutionContext) -> tuple[date, str]:
     keys = context.partition_key.keys_by_dimension
@@ -36,10 +42,7 @@ def _quicklook_md(png: bytes) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-@dg.asset(
-    partitions_def=DAY_TILE,
-    group_name="ingest",
-    owners=["team:ingest"],
+@_ingest_asset(
     kinds={"stac", "json"},
     code_version="2",
     description=(
@@ -70,10 +73,7 @@ def s2_items(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
-    partitions_def=DAY_TILE,
-    group_name="ingest",
-    owners=["team:ingest"],
+@_ingest_asset(
     kinds={"stac", "json"},
     code_version="2",
     description=(
@@ -125,10 +125,7 @@ def _empty(context: dg.AssetExecutionContext, what: str) -> dg.MaterializeResult
     return dg.MaterializeResult(metadata={"scenes": 0, "empty": True})
 
 
-@dg.asset(
-    partitions_def=DAY_TILE,
-    group_name="ingest",
-    owners=["team:ingest"],
+@_ingest_asset(
     kinds={"zarr", "sentinel-2"},
     code_version="1",
     deps=[s2_items],
@@ -192,10 +189,7 @@ def _passes(items: list[SceneItem]) -> list[list[SceneItem]]:
     return groups
 
 
-@dg.asset(
-    partitions_def=DAY_TILE,
-    group_name="ingest",
-    owners=["team:ingest"],
+@_ingest_asset(
     kinds={"zarr", "sentinel-1"},
     code_version="1",
     deps=[s1_items],
