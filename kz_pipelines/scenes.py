@@ -43,6 +43,7 @@ from kz_pipelines.tiles import s2_tile
 __all__ = [
     "find_scene_items",
     "open_scenes",
+    "store_grid",
     "read_items",
     "s1_dataset",
     "s1_quicklook",
@@ -227,6 +228,16 @@ def write_zarr(path: Path, ds: xr.Dataset, chunk_px: int = 1024) -> None:
     chunked = ds.chunk({d: min(sizes.get(str(d), n), n) for d, n in ds.sizes.items()})
     with _atomic_dir(path) as tmp:
         chunked.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+
+
+def store_grid(ds: xr.Dataset) -> GridSpec:
+    """The grid of a scene store (from its CF ``spatial_ref``)."""
+    ref = ds["spatial_ref"].attrs
+    x0, res, _, y0, _, _ = (float(v) for v in str(ref["GeoTransform"]).split())
+    epsg = CRS.from_wkt(ref["crs_wkt"]).to_epsg()
+    if epsg is None:
+        raise ValueError("scene store CRS has no EPSG code")
+    return GridSpec(epsg, x0, y0, res, ds.sizes["x"], ds.sizes["y"])
 
 
 def open_scenes(path: Path) -> xr.Dataset:

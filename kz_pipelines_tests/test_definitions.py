@@ -14,8 +14,8 @@ def test_scene_assets_depend_on_their_items() -> None:
 def test_definitions_load_with_expected_assets() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"s2_items", "s1_items", "s2_scenes", "s1_scenes"}
-    for name in keys:
+    assert keys == {"s2_items", "s1_items", "s2_scenes", "s1_scenes", "cloud_mask_model", "s2_cloud_mask"}
+    for name in keys - {"cloud_mask_model"}:
         spec = repo.asset_graph.get(dg.AssetKey(name))
         parts = spec.partitions_def
         assert isinstance(parts, dg.MultiPartitionsDefinition)
@@ -23,9 +23,9 @@ def test_definitions_load_with_expected_assets() -> None:
         assert spec.code_version
         assert spec.owners
         assert spec.description
-        assert spec.kinds & {"stac", "zarr"}
+        assert spec.kinds & {"stac", "zarr", "cog"}
 
 
 def test_resources_come_from_the_environment() -> None:
     resources = defs.resources or {}
-    assert set(resources) == {"stac", "storage"}
+    assert set(resources) == {"stac", "storage", "masker"}

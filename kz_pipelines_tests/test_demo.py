@@ -26,11 +26,22 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
         l1c=False,
     )
     summary = simulate(cfg, tmp_path / "region")
-    out = run_demo(tmp_path / "region", tmp_path / "home", tmp_path / "storage", log=lambda _: None)
+    model = {"preset": "tiny", "chip_size": 120, "epochs": 1}
+    out = run_demo(
+        tmp_path / "region", tmp_path / "home", tmp_path / "storage", log=lambda _: None, model=model
+    )
     assert out["partitions"] == 14
     assert out["failed"] == []
     n_s2, n_s1 = summary["items"]["sentinel-2-l2a"], summary["items"]["sentinel-1-grd"]
-    assert out["items"] == {"s2_items": n_s2, "s1_items": n_s1, "s2_scenes": n_s2, "s1_scenes": n_s1}
+    assert out["items"] == {
+        "s2_items": n_s2,
+        "s1_items": n_s1,
+        "s2_scenes": n_s2,
+        "s1_scenes": n_s1,
+        "s2_cloud_mask": n_s2,
+    }
+    masks = sorted((tmp_path / "storage" / "cloud_mask" / "35VLF").glob("*/*.tif"))
+    assert len(masks) == n_s2
     stores = sorted((tmp_path / "storage" / "scenes" / "s2_l2a" / "35VLF").glob("*.zarr"))
     assert len(stores) == n_s2 > 0
     written = sorted((tmp_path / "storage" / "items" / "s2_l2a" / "35VLF").glob("*.json"))
@@ -40,7 +51,8 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
     )
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 14
+        assert len(runs) == 15  # the model, then one run per partition
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        for asset in ("s2_items", "s1_items", "s2_scenes", "s1_scenes"):
+        for asset in ("s2_items", "s1_items", "s2_scenes", "s1_scenes", "s2_cloud_mask"):
             assert len(instance.get_materialized_partitions(dg.AssetKey(asset))) == 14
+        assert instance.get_latest_materialization_event(dg.AssetKey("cloud_mask_model")) is not None

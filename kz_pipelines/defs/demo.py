@@ -14,6 +14,7 @@ import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
 from kz_pipelines.definitions import defs
+from kz_pipelines.defs.cloudmask import CloudMaskResource
 from kz_pipelines.defs.partitions import TILE_PARTITIONS
 from kz_pipelines.defs.resources import StacResource, StorageResource
 
@@ -23,6 +24,17 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 _CHUNK = 20
 """Partitions per worker task (one Dagster run each)."""
 
+DEMO_MODEL = {"preset": "tiny", "chip_size": 256, "epochs": 8}
+"""The demo's cloud-mask model: small and quick to train on 2 cores (`kz eval cloudmask` for quality)."""
+
+
+def _resources(region: Path, storage: Path) -> dict[str, Any]:
+    return {
+        "stac": StacResource(catalog=str(region)),
+        "storage": StorageResource(root=str(storage)),
+        "masker": CloudMaskResource(device="auto"),
+    }
+
 
 def _instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
@@ -31,9 +43,10 @@ def _instance(home: Path) -> dg.DagsterInstance:
 def _run_chunk(
     region: Path, home: Path, storage: Path, keys: list[tuple[str, str]]
 ) -> tuple[dict[str, int], list[str]]:
-    """Materialize the ingest assets for each (date, tile) in ``keys``, one run each."""
-    resources = {"stac": StacResource(catalog=str(region)), "storage": StorageResource(root=str(storage))}
-    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("ingest")
+    """Materialize the per-scene assets (items, scenes, cloud mask) for each (date, tile) in ``keys``, one
+    run each."""
+    resources = _resources(region, storage)
+    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("daily")
     found: dict[str, int] = {}
     failed: list[str] = []
     with _instance(home) as instance:
@@ -52,15 +65,23 @@ def _run_chunk(
     return found, failed
 
 
-def run_demo(region: Path, home: Path, storage: Path, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Register the region's tiles and materialize all assets for each day x tile of its season,
-    one Dagster run per partition, spread over one process per core.
+def run_demo(
+    region: Path,
+    home: Path,
+    storage: Path,
+    log: Callable[[str], Any] = print,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), and materialize all
+    per-scene assets for each day x tile of its season, one Dagster run per partition, spread over one
+    process per core.
 
     Args:
         region: a simulated region folder (with region.json).
         home: Dagster instance folder (SQLite storage; created if absent).
         storage: root folder for asset values.
         log: where progress lines go.
+        model: `cloud_mask_model` config (default `DEMO_MODEL`).
 
     Returns:
         A summary: partitions run, items found per asset, failures, seconds.
@@ -70,8 +91,22 @@ def run_demo(region: Path, home: Path, storage: Path, log: Callable[[str], Any] 
     tiles = list(summary["config"]["tiles"])
     start, end = date.fromisoformat(summary["config"]["start"]), date.fromisoformat(summary["config"]["end"])
     home.mkdir(parents=True, exist_ok=True)
+    t_train = time.monotonic()
     with _instance(home) as instance:
         instance.add_dynamic_partitions(TILE_PARTITIONS.name or "tile", tiles)
+        log(f"demo: training the cloud-mask model {model or DEMO_MODEL}")
+        trained = (
+            dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=_resources(region, storage))
+            .resolve_job_def("train_cloud_mask")
+            .execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={**_QUIET, "ops": {"cloud_mask_model": {"config": model or DEMO_MODEL}}},
+            )
+        )
+        if not trained.success:
+            raise RuntimeError("demo: training the cloud-mask model failed; see the run in the Dagster UI")
+    log(f"demo: model trained in {time.monotonic() - t_train:.0f} s")
     days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     keys = [(d, t) for d in days for t in tiles]
     chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]

@@ -1,0 +1,200 @@
+"""Cloud-mask assets: the model trained on labelled chips, and the mask of every Sentinel-2 scene."""
+
+import base64
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from kz_pipelines.cloudmask import (
+    TrainConfig,
+    chips_from_region,
+    code_version,
+    list_chips,
+    load_model,
+    model_spec,
+    predict_scene,
+    save_model,
+    split_by_source,
+    train,
+)
+from kz_pipelines.cloudmask.chips import load_chip
+from kz_pipelines.cloudmask.report import class_fractions, confusion_png, mask_overlay_png, training_curve_png
+from kz_pipelines.cloudmask.train import evaluate
+from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.partitions import DAY_TILE
+from kz_pipelines.defs.resources import StacResource, StorageResource
+from kz_pipelines.scenes import open_scenes, store_grid
+from kz_pipelines.storage import atomic_path, write_cog, write_json
+
+GPU_TAGS: dict[str, Any] = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+        },
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+}
+"""Kubernetes resources of the masking step (read by dagster-k8s): one GPU, a GPU node, its taint."""
+
+
+def _md_image(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+class CloudMaskModelConfig(dg.Config):
+    """How the cloud-mask model is trained."""
+
+    region: str = ""
+    """A simulated region with true masks to cut labelled chips from; empty: the `stac` catalog."""
+    preset: str = "cpu"
+    """Network: ``deeplabv3plus`` (GPU), ``cpu`` (light U-Net) or ``tiny``."""
+    bands: str = "L2A"
+    """Input bands: ``L2A`` (12, what `s2_scenes` stores), ``S6`` (6-band subset) or ``L1C`` (13)."""
+    chip_size: int = 256
+    epochs: int = 30
+    val_fraction: float = 0.25
+    seed: int = 0
+
+
+class CloudMaskResource(dg.ConfigurableResource):
+    """Runs the cloud-mask model: where it is, on which device, how many sub-tiles per batch."""
+
+    model_dir: str = ""
+    """A saved model folder; empty: the one `cloud_mask_model` published under the storage root."""
+    device: str = "auto"
+    """``auto`` (CUDA when there is one), ``cuda`` or ``cpu``."""
+    batch_size: int = 8
+    """512 x 512 sub-tiles per forward pass (halved on CUDA out-of-memory)."""
+
+    def folder(self, storage: StorageResource) -> Path:
+        """The model folder to use."""
+        if self.model_dir:
+            return Path(self.model_dir)
+        current = storage.path("models", "cloud_mask", "current.json")
+        if not current.is_file():
+            raise FileNotFoundError(
+                f"no cloud-mask model yet ({current}): materialize cloud_mask_model first"
+            )
+        return Path(json.loads(current.read_text())["folder"])
+
+
+@dg.asset(
+    group_name="cloud_mask",
+    owners=["team:cloud-mask"],
+    kinds={"pytorch", "safetensors"},
+    code_version=code_version(),
+    description=(
+        "The cloud-mask network (KappaMask's 5 classes) trained on labelled 10 m chips cut from a simulated "
+        "region's scenes and true masks; weights as safetensors with a JSON model card, one folder per "
+        "training under models/cloud_mask/, the newest named by models/cloud_mask/current.json."
+    ),
+)
+def cloud_mask_model(
+    context: dg.AssetExecutionContext,
+    config: CloudMaskModelConfig,
+    stac: StacResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    region = Path(config.region or stac.catalog)
+    chips_dir = storage.path("cloud_mask", "chips", f"{config.bands}-{config.chip_size}")
+    chips = list_chips(chips_dir) or chips_from_region(
+        region, chips_dir, level="L2A", bands=config.bands, chip_size=config.chip_size
+    )
+    train_chips, val_chips = split_by_source(chips, config.val_fraction, config.seed)
+    context.log.info(f"training {config.preset} on {len(train_chips)} chips, validating on {len(val_chips)}")
+    result = train(
+        model_spec(config.preset, config.bands),
+        train_chips,
+        val_chips,
+        TrainConfig(epochs=config.epochs, seed=config.seed),
+        data={"region": str(region), "chips": str(chips_dir), "chip_size": config.chip_size},
+    )
+    cm, _ = evaluate(
+        result.model, [load_chip(p) for p in val_chips], result.card.normalization, result.card.spec.bands
+    )
+    folder = storage.path("models", "cloud_mask", result.card.created.replace(":", ""))
+    save_model(folder, result.model, result.card)
+    write_json(storage.path("models", "cloud_mask", "current.json"), {"folder": str(folder)})
+    dice = result.card.metrics["val_dice"]
+    return dg.MaterializeResult(
+        metadata={
+            "validation_dice": dg.MetadataValue.json({k: round(v, 4) for k, v in dice.items()}),
+            "validation_mean_dice": round(float(result.card.metrics["val_mean_dice"]), 4),
+            "best_epoch": result.best_epoch,
+            "train_chips": len(train_chips),
+            "validation_chips": len(val_chips),
+            "confusion_matrix": _md_image(confusion_png(cm, "validation scenes"), "confusion matrix"),
+            "training_curve": _md_image(training_curve_png(result.history), "training curve"),
+            "model": dg.MetadataValue.path(str(folder)),
+            "network": f"{config.preset}, bands {config.bands}",
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=DAY_TILE,
+    group_name="cloud_mask",
+    owners=["team:cloud-mask"],
+    kinds={"pytorch", "cog"},
+    code_version="1",
+    deps=[s2_scenes, cloud_mask_model],
+    pool="gpu",
+    op_tags=GPU_TAGS,
+    description=(
+        "The 5-class cloud mask (0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent cloud, 4 cloud) of "
+        "every Sentinel-2 scene of the day and tile, one uint8 COG per scene on the scene grid. Runs in the "
+        "`gpu` concurrency pool."
+    ),
+)
+def s2_cloud_mask(
+    context: dg.AssetExecutionContext, masker: CloudMaskResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    day, tile = date.fromisoformat(keys["date"]), keys["tile"]
+    store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
+    if not store.exists():
+        context.log.info("no S2 scene for this day and tile: nothing to mask")
+        return dg.MaterializeResult(metadata={"scenes": 0, "empty": True})
+    model, card = load_model(masker.folder(storage))
+    ds = open_scenes(store)
+    grid = store_grid(ds)
+    missing = [b for b in card.spec.bands if b not in ds.band.values]
+    if missing:
+        raise ValueError(f"the model needs bands {missing} that {store} does not have")
+    fractions: dict[str, dict[str, float]] = {}
+    overlay = b""
+    for t in range(ds.sizes["time"]):
+        scene = ds.isel(time=t)
+        bands = scene.reflectance.sel(band=list(card.spec.bands)).values.astype(np.float32)
+        prediction = predict_scene(
+            model, bands, card.normalization, device=masker.device, batch_size=masker.batch_size
+        )
+        item_id = str(scene.item_id.values)
+        write_cog(
+            storage.path("cloud_mask", tile, str(day), f"{item_id}.tif"), prediction.classes, grid, nodata=0
+        )
+        fractions[item_id] = class_fractions(prediction.classes)
+        if not overlay:
+            rgb = np.stack([scene.reflectance.sel(band=b).values for b in ("B04", "B03", "B02")], axis=-1)
+            overlay = mask_overlay_png(rgb, prediction.classes)
+            with atomic_path(storage.path("cloud_mask", tile, str(day), "quicklook.png")) as tmp:
+                tmp.write_bytes(overlay)
+        context.log.info(
+            f"{item_id}: {fractions[item_id]} on {prediction.device}, batch {prediction.batch_size}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "scenes": len(fractions),
+            "class_fractions": dg.MetadataValue.json(fractions),
+            "quicklook": _md_image(overlay, "scene with its cloud mask"),
+            "model": card.code_version,
+            "empty": False,
+        }
+    )
