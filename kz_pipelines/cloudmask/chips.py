@@ -38,9 +38,6 @@ import numpy as np
 import rasterio
 
 from kz_pipelines.cloudmask.classes import MISSING, N_CLASSES, band_set
-from kz_pipelines.ingest import load_s2_scene
-from kz_pipelines.raster import GridSpec
-from kz_pipelines.stac import normalize_item, open_search
 from kz_pipelines.storage import atomic_path
 
 __all__ = ["Chip", "chips_from_region", "list_chips", "load_chip", "save_chip"]
@@ -141,6 +138,12 @@ def chips_from_region(
     """
     if level not in ("L1C", "L2A"):
         raise ValueError(f"level must be L1C or L2A, got {level!r}")
+    # imported here: the rest of the package (prediction, training) runs without the STAC stack, e.g.
+    # on a GPU machine that has only torch
+    from kz_pipelines.ingest import load_s2_scene
+    from kz_pipelines.raster import GridSpec
+    from kz_pipelines.stac import normalize_item, open_search
+
     names = band_set(bands if bands is not None else level)
     collection = "sentinel-2-l1c" if level == "L1C" else "sentinel-2-l2a"
     items = {i.id: i for i in open_search(str(region)).search([collection])}
