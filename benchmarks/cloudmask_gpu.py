@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from kz_pipelines.cloudmask.classes import Normalization
-from kz_pipelines.cloudmask.net import build_model, model_spec
+from kz_pipelines.cloudmask.net import build_model, gflop_per_tile, model_spec
 from kz_pipelines.cloudmask.predict import pinned_empty, predict_scene
 
 TARGET_INFERENCE_S = 1.0  # issue 4: <= 1 s inference per tile on an H100
@@ -40,15 +39,6 @@ def synthetic_scene(bands: int, size: int, seed: int = 0) -> np.ndarray:
     x += rng.standard_normal((1, size, size), dtype=np.float32) * 0.01
     x[:, : size // 20, : size // 20] = 0.0  # nodata
     return x
-
-
-def gflop_per_tile(model: torch.nn.Module, bands: int, tile: int, device: torch.device) -> float:
-    """Forward GFLOP of one sub-tile (multiply-add counted as 2)."""
-    x = torch.zeros((1, bands, tile, tile), device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
 
 
 def network_only_seconds(model: torch.nn.Module, n_tiles: int, batch: int, bands: int, tile: int) -> float:

@@ -16,20 +16,24 @@ __all__ = ["BenchResult", "Target", "hardware"]
 
 @dataclass(frozen=True)
 class Target:
-    """One target: ``value op target`` must hold."""
+    """One target: ``value op target`` must hold. ``value`` None: not measured in this run (e.g. a GPU
+    target on a machine without one), never met."""
 
-    value: float
+    value: float | None
     op: Literal[">=", "<="]
     target: float
 
     @property
     def met(self) -> bool:
         """Whether the measured value meets the target."""
+        if self.value is None:
+            return False
         return self.value >= self.target if self.op == ">=" else self.value <= self.target
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"value": round(self.value, 4), "op": self.op, "target": self.target, "met": self.met}
+        value = None if self.value is None else round(self.value, 4)
+        return {"value": value, "op": self.op, "target": self.target, "met": self.met}
 
 
 @dataclass(frozen=True)

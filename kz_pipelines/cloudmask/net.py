@@ -142,3 +142,14 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         else:
             model = smp.Unet(**common)
     return model
+
+
+def gflop_per_tile(model: nn.Module, bands: int, tile: int, device: torch.device | str = "cpu") -> float:
+    """Forward GFLOP of one ``tile`` x ``tile`` sub-tile (a multiply-add counted as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros((1, bands, tile, tile), device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
