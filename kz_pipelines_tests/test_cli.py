@@ -114,3 +114,17 @@ def test_bench_ingest_json_has_the_design_shape(tmp_path: Path) -> None:
     assert ratio["value"] > 0
     assert result["figures"]["tile_px"] == "12x240x240"
     assert result["figures"]["raw_rasterio_mpx_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_cloudmask_json_names_every_target(tmp_path: Path) -> None:
+    out = kz("bench", "cloudmask", "--json", "--size-px", "240", "--device", "cpu", "--work", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "cloudmask"
+    assert set(result["targets"]) == {"cpu_end_to_end_s", "gpu_inference_s", "gpu_end_to_end_s"}
+    assert result["targets"]["cpu_end_to_end_s"]["target"] == 360.0
+    assert all(t["value"] is None and not t["met"] for t in result["targets"].values())  # not a full tile
+    assert result["figures"]["gflop_per_subtile"] > 0
+    assert result["figures"]["end_to_end_s"] >= result["figures"]["inference_s"] > 0
+    assert (tmp_path / "cloudmask-240.tif").is_file()
