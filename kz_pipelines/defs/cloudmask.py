@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from kz_pipelines.cloudmask import (
     TrainConfig,
     chips_from_region,
     code_version,
-    list_chips,
     load_model,
     model_spec,
     predict_scene,
@@ -58,6 +58,8 @@ class CloudMaskModelConfig(dg.Config):
     bands: str = "L2A"
     """Input bands: ``L2A`` (12, what `s2_scenes` stores), ``S6`` (6-band subset) or ``L1C`` (13)."""
     chip_size: int = 256
+    max_scenes: int = 0
+    """Cut chips from at most this many scenes (0: all)."""
     epochs: int = 30
     val_fraction: float = 0.25
     seed: int = 0
@@ -103,22 +105,31 @@ def cloud_mask_model(
     storage: StorageResource,
 ) -> dg.MaterializeResult:
     region = Path(config.region or stac.catalog)
-    chips_dir = storage.path("cloud_mask", "chips", f"{config.bands}-{config.chip_size}")
-    chips = list_chips(chips_dir) or chips_from_region(
-        region, chips_dir, level="L2A", bands=config.bands, chip_size=config.chip_size
-    )
-    train_chips, val_chips = split_by_source(chips, config.val_fraction, config.seed)
-    context.log.info(f"training {config.preset} on {len(train_chips)} chips, validating on {len(val_chips)}")
-    result = train(
-        model_spec(config.preset, config.bands),
-        train_chips,
-        val_chips,
-        TrainConfig(epochs=config.epochs, seed=config.seed),
-        data={"region": str(region), "chips": str(chips_dir), "chip_size": config.chip_size},
-    )
-    cm, _ = evaluate(
-        result.model, [load_chip(p) for p in val_chips], result.card.normalization, result.card.spec.bands
-    )
+    chips_dir = storage.path("cloud_mask", "chips", context.run_id)  # this run's, removed after training
+    try:
+        chips = chips_from_region(
+            region,
+            chips_dir,
+            level="L2A",
+            bands=config.bands,
+            chip_size=config.chip_size,
+            max_scenes=config.max_scenes or None,
+        )
+        train_chips, val_chips = split_by_source(chips, config.val_fraction, config.seed)
+        context.log.info(
+            f"training {config.preset} on {len(train_chips)} chips, validating on {len(val_chips)}"
+        )
+        result = train(
+            model_spec(config.preset, config.bands),
+            train_chips,
+            val_chips,
+            TrainConfig(epochs=config.epochs, seed=config.seed),
+            data={"region": str(region), "chip_size": config.chip_size, "max_scenes": config.max_scenes},
+        )
+        val_set = [load_chip(p) for p in val_chips]
+        cm, _ = evaluate(result.model, val_set, result.card.normalization, result.card.spec.bands)
+    finally:
+        shutil.rmtree(chips_dir, ignore_errors=True)
     folder = storage.path("models", "cloud_mask", result.card.created.replace(":", ""))
     save_model(folder, result.model, result.card)
     write_json(storage.path("models", "cloud_mask", "current.json"), {"folder": str(folder)})

@@ -24,7 +24,7 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 _CHUNK = 20
 """Partitions per worker task (one Dagster run each)."""
 
-DEMO_MODEL = {"preset": "tiny", "chip_size": 256, "epochs": 8}
+DEMO_MODEL = {"preset": "tiny", "chip_size": 256, "max_scenes": 16, "epochs": 4}
 """The demo's cloud-mask model: small and quick to train on 2 cores (`kz eval cloudmask` for quality)."""
 
 
