@@ -105,7 +105,7 @@ def cloud_mask_model(
     storage: StorageResource,
 ) -> dg.MaterializeResult:
     region = Path(config.region or stac.catalog)
-    chips_dir = storage.path("cloud_mask", "chips", context.run_id)  # this run's, removed after training
+    chips_dir = storage.path("cloud_mask", "chips", context.run.run_id)  # this run's, removed after training
     try:
         chips = chips_from_region(
             region,
