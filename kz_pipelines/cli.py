@@ -30,6 +30,8 @@ stac_app = typer.Typer(help="Search or serve STAC catalogs.", no_args_is_help=Tr
 app.add_typer(stac_app, name="stac")
 bench_app = typer.Typer(help="Benchmarks: speed and memory against a baseline measured in the same run.")
 app.add_typer(bench_app, name="bench")
+eval_app = typer.Typer(help="Evaluations: quality on data the model never trained on.")
+app.add_typer(eval_app, name="eval")
 err = Console(stderr=True)
 DEFAULT_REGION = Path("var/region")
 
@@ -230,6 +232,20 @@ def bench_cloudmask(
     from kz_pipelines.bench.cloudmask import run
 
     _print_bench(run(work, size_px, device, log=lambda m: err.print(m, highlight=False)), json_)
+
+
+@eval_app.command("cloudmask")
+def eval_cloudmask(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    work: Annotated[Path, typer.Option(help="Keeps regions, chips and models between runs.")] = Path(
+        "var/eval"
+    ),
+    quick: Annotated[bool, typer.Option(help="A tiny smoke run (targets not expected to be met).")] = False,
+) -> None:
+    """Cloud mask vs SCL, s2cloudless and ukis-csmask on held-out simulated scenes and the real patch."""
+    from kz_pipelines.cloudmask.evaluate import run
+
+    _print_bench(run(work, log=lambda m: err.print(m, highlight=False), quick=quick), json_)
 
 
 def main() -> None:
