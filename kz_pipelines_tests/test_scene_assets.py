@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from kz_pipelines.definitions import defs
+from kz_pipelines.defs.cloudmask import CloudMaskResource
 from kz_pipelines.defs.resources import StacResource, StorageResource
 from kz_pipelines.ingest import load_s2_scene, scene_grid
 from kz_pipelines.scenes import find_scene_items, open_scenes, read_items
@@ -30,7 +31,13 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def _job(catalog: Path, storage: Path) -> dg.JobDefinition:
-    resources = {"stac": StacResource(catalog=str(catalog)), "storage": StorageResource(root=str(storage))}
+    resources = {
+        "stac": StacResource(catalog=str(catalog)),
+        "storage": StorageResource(root=str(storage)),
+        "masker": CloudMaskResource(
+            device="cpu"
+        ),  # the code location's jobs need it; `ingest` does not run it
+    }
     return dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("ingest")
 
 
