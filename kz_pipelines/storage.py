@@ -16,7 +16,7 @@ import rasterio
 
 from kz_pipelines.raster import GridSpec
 
-__all__ = ["atomic_path", "write_cog", "write_json"]
+__all__ = ["atomic_path", "write_bytes", "write_cog", "write_json"]
 
 
 @contextmanager
@@ -61,6 +61,12 @@ def write_cog(path: Path, array: np.ndarray, grid: GridSpec, nodata: float | Non
     }
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array, 1)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes (e.g. a PNG) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, obj: Any) -> None:

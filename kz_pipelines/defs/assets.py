@@ -1,14 +1,16 @@
 """Scene assets (day x tile): what each provider published, and the scenes loaded onto the tile grid."""
 
-import base64
 import functools
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import numpy as np
 import rasterio
+import xarray as xr
 
+from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource
 from kz_pipelines.ingest import load_s1_scene, load_s2_scene, scene_grid
@@ -23,7 +25,7 @@ from kz_pipelines.scenes import (
     write_zarr,
 )
 from kz_pipelines.stac import SceneItem
-from kz_pipelines.storage import atomic_path
+from kz_pipelines.storage import write_bytes
 
 _S2_LEVELS = {"L2A": "s2_l2a", "L1C": "s2_l1c"}
 
@@ -38,8 +40,10 @@ def _partition(context: dg.AssetExecutionContext) -> tuple[date, str]:
     return date.fromisoformat(keys["date"]), keys["tile"]
 
 
-def _quicklook_md(png: bytes) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![quicklook](data:image/png;base64,{base64.b64encode(png).decode()})")
+def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
+    """A partition's scene store and its quicklook ``<date>.png`` beside it, each written atomically."""
+    write_zarr(path, ds)
+    write_bytes(path.with_suffix(".png"), quicklook)
 
 
 @_ingest_asset(
@@ -149,10 +153,8 @@ def s2_scenes(
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
             scenes.append(load_s2_scene(item, grid, encoded=True))
     path = storage.path("scenes", role, tile, f"{day}.zarr")
-    write_zarr(path, s2_dataset(scenes))
     png = s2_quicklook(scenes[0])
-    with atomic_path(path.with_suffix(".png")) as tmp:
-        tmp.write_bytes(png)
+    _write_store(path, s2_dataset(scenes), png)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(scenes),
@@ -161,7 +163,7 @@ def s2_scenes(
             "cloud_cover": dg.MetadataValue.json([s.item.cloud_cover for s in scenes]),
             "shape": f"{grid.height}x{grid.width} px, EPSG:{grid.epsg}",
             "path": dg.MetadataValue.path(str(path)),
-            "quicklook": _quicklook_md(png),
+            "quicklook": image_md(png, "quicklook"),
             "empty": False,
         }
     )
@@ -218,10 +220,8 @@ def s1_scenes(
                     np.copyto(a, getattr(other, name), where=np.isnan(a))
             scenes.append(scene)
     path = storage.path("scenes", "s1", tile, f"{day}.zarr")
-    write_zarr(path, s1_dataset(scenes))
     png = s1_quicklook(scenes[0])
-    with atomic_path(path.with_suffix(".png")) as tmp:
-        tmp.write_bytes(png)
+    _write_store(path, s1_dataset(scenes), png)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(scenes),
@@ -235,7 +235,7 @@ def s1_scenes(
             "median_vv_db": dg.MetadataValue.json([_median(s.vv_db) for s in scenes]),
             "coherence": all(s.coherence is not None for s in scenes),
             "path": dg.MetadataValue.path(str(path)),
-            "quicklook": _quicklook_md(png),
+            "quicklook": image_md(png, "quicklook"),
             "empty": False,
         }
     )

@@ -1,6 +1,5 @@
 """Cloud-mask assets: the model trained on labelled chips, and the mask of every Sentinel-2 scene."""
 
-import base64
 import json
 import shutil
 from datetime import date
@@ -25,10 +24,11 @@ from kz_pipelines.cloudmask.chips import load_chip
 from kz_pipelines.cloudmask.report import class_fractions, confusion_png, mask_overlay_png, training_curve_png
 from kz_pipelines.cloudmask.train import evaluate
 from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource
 from kz_pipelines.scenes import open_scenes, store_grid
-from kz_pipelines.storage import atomic_path, write_cog, write_json
+from kz_pipelines.storage import write_bytes, write_cog, write_json
 
 GPU_TAGS: dict[str, Any] = {
     "dagster-k8s/config": {
@@ -42,10 +42,6 @@ GPU_TAGS: dict[str, Any] = {
     }
 }
 """Kubernetes resources of the masking step (read by dagster-k8s): one GPU, a GPU node, its taint."""
-
-
-def _md_image(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 class CloudMaskModelConfig(dg.Config):
@@ -141,8 +137,8 @@ def cloud_mask_model(
             "best_epoch": result.best_epoch,
             "train_chips": len(train_chips),
             "validation_chips": len(val_chips),
-            "confusion_matrix": _md_image(confusion_png(cm, "validation scenes"), "confusion matrix"),
-            "training_curve": _md_image(training_curve_png(result.history), "training curve"),
+            "confusion_matrix": image_md(confusion_png(cm, "validation scenes"), "confusion matrix"),
+            "training_curve": image_md(training_curve_png(result.history), "training curve"),
             "model": dg.MetadataValue.path(str(folder)),
             "network": f"{config.preset}, bands {config.bands}",
         }
@@ -195,8 +191,7 @@ def s2_cloud_mask(
         if not overlay:
             rgb = np.stack([scene.reflectance.sel(band=b).values for b in ("B04", "B03", "B02")], axis=-1)
             overlay = mask_overlay_png(rgb, prediction.classes)
-            with atomic_path(storage.path("cloud_mask", tile, str(day), "quicklook.png")) as tmp:
-                tmp.write_bytes(overlay)
+            write_bytes(storage.path("cloud_mask", tile, str(day), "quicklook.png"), overlay)
         context.log.info(
             f"{item_id}: {fractions[item_id]} on {prediction.device}, batch {prediction.batch_size}"
         )
@@ -204,7 +199,7 @@ def s2_cloud_mask(
         metadata={
             "scenes": len(fractions),
             "class_fractions": dg.MetadataValue.json(fractions),
-            "quicklook": _md_image(overlay, "scene with its cloud mask"),
+            "quicklook": image_md(overlay, "scene with its cloud mask"),
             "model": card.code_version,
             "empty": False,
         }
