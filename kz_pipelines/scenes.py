@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +33,7 @@ from pyproj import CRS
 from kz_pipelines.ingest import ENCODED_NODATA, ENCODED_SCALE, S1Scene, S2Scene
 from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.stac import SceneItem, StacSearch, deduplicate, normalize_item
-from kz_pipelines.storage import write_json
+from kz_pipelines.storage import atomic_dir, write_json
 from kz_pipelines.tiles import s2_tile
 
 __all__ = [
@@ -200,33 +196,13 @@ def s1_dataset(scenes: Sequence[S1Scene]) -> xr.Dataset:
     return ds
 
 
-@contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
-    """A temporary folder beside ``target``, renamed to ``target`` on success (replacing it), removed on
-    error."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_zarr(path: Path, ds: xr.Dataset, chunk_px: int = 1024) -> None:
     """Write ``ds`` as a Zarr store at ``path`` atomically, chunked per time (and band) in
     ``chunk_px`` squares. Encoding and compression run chunk by chunk in threads (dask), so writing
     needs little memory beyond ``ds`` itself."""
     sizes = {"time": 1, "band": 1, "y": chunk_px, "x": chunk_px}
     chunked = ds.chunk({d: min(sizes.get(str(d), n), n) for d, n in ds.sizes.items()})
-    with _atomic_dir(path) as tmp:
+    with atomic_dir(path) as tmp:
         chunked.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
 
 

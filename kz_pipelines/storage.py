@@ -1,10 +1,11 @@
-"""Writing values safely: cloud-optimized GeoTIFFs, tables and JSON land complete or not at all
+"""Writing values safely: cloud-optimized GeoTIFFs, stores, tables and JSON land complete or not at all
 (each is written to a temporary name beside its target, then renamed)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import rasterio
 
 from kz_pipelines.raster import GridSpec
 
-__all__ = ["atomic_path", "write_bytes", "write_cog", "write_json"]
+__all__ = ["atomic_dir", "atomic_path", "write_bytes", "write_cog", "write_json"]
 
 
 @contextmanager
@@ -31,6 +32,26 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target``, renamed to ``target`` on success (replacing it), removed on
+    error."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_cog(path: Path, array: np.ndarray, grid: GridSpec, nodata: float | None) -> None:
