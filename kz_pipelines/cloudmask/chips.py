@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -40,7 +41,9 @@ import rasterio
 from kz_pipelines.cloudmask.classes import MISSING, N_CLASSES, band_set
 from kz_pipelines.storage import atomic_path
 
-__all__ = ["Chip", "chips_from_region", "list_chips", "load_chip", "save_chip"]
+T = TypeVar("T")
+
+__all__ = ["Chip", "chips_from_region", "evenly_spaced", "list_chips", "load_chip", "save_chip"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,17 @@ def list_chips(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.npz"))
 
 
+def evenly_spaced(items: Sequence[T], n: int | None) -> list[T]:
+    """At most ``n`` of ``items``, evenly spaced over the sequence (first and last included); all when
+    ``n`` is None or not smaller than the sequence."""
+    if n is None or len(items) <= n:
+        return list(items)
+    if n <= 0:
+        return []
+    pick = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in pick]
+
+
 def _positions(length: int, size: int) -> list[int]:
     return list(range(0, length - size + 1, size))
 
@@ -131,7 +145,8 @@ def chips_from_region(
         level: product level to read, ``L1C`` (top of atmosphere) or ``L2A`` (surface reflectance).
         bands: band set name or band ids (default: all bands of ``level``).
         chip_size: chip side, pixels; scenes are cut into non-overlapping chips (a remainder is dropped).
-        max_scenes: use at most this many scenes (in name order).
+        max_scenes: use at most this many scenes, spread evenly over the scenes in name order (tiles, then
+            season), so a small set still sees every tile and every part of the season.
 
     Returns:
         The chip files written, sorted; chips whose pixels are all missing are skipped.
@@ -147,7 +162,7 @@ def chips_from_region(
     names = band_set(bands if bands is not None else level)
     collection = "sentinel-2-l1c" if level == "L1C" else "sentinel-2-l2a"
     items = {i.id: i for i in open_search(str(region)).search([collection])}
-    truths = sorted((region / "truth" / "cloudmask").glob("*.tif"))[:max_scenes]
+    truths = evenly_spaced(sorted((region / "truth" / "cloudmask").glob("*.tif")), max_scenes)
     written: list[Path] = []
     for truth_path in truths:
         item_id = truth_path.stem.removesuffix("_L2A") + f"_{level}"
