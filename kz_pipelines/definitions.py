@@ -6,7 +6,8 @@ import dagster as dg
 
 from kz_pipelines.defs.assets import s1_items, s1_scenes, s2_items, s2_scenes
 from kz_pipelines.defs.cloudmask import CloudMaskResource, cloud_mask_model, s2_cloud_mask
-from kz_pipelines.defs.resources import StacResource, StorageResource
+from kz_pipelines.defs.parcels import parcel_observations, parcel_timeseries, parcels
+from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -15,21 +16,45 @@ ingest_job = dg.define_asset_job(
 )
 daily_job = dg.define_asset_job(
     "daily",
-    selection=[s2_items, s1_items, s2_scenes, s1_scenes, s2_cloud_mask],
-    description="Everything of one day x tile partition: items, scenes, and the cloud mask of the S2 scenes.",
+    selection=[s2_items, s1_items, s2_scenes, s1_scenes, s2_cloud_mask, parcel_observations],
+    description=(
+        "Everything of one day x tile partition: items, scenes, the cloud mask of the S2 scenes, and the "
+        "parcel statistics of the day."
+    ),
+)
+parcels_job = dg.define_asset_job(
+    "parcels", selection=[parcels], description="Load and clean the declared parcels of a season."
+)
+timeseries_job = dg.define_asset_job(
+    "timeseries",
+    selection=[parcel_timeseries],
+    description="Bring a season x tile parcel tensor up to date with the days observed so far.",
 )
 cloud_mask_model_job = dg.define_asset_job(
     "train_cloud_mask", selection=[cloud_mask_model], description="Train the cloud-mask model."
 )
 
 defs = dg.Definitions(
-    assets=[s2_items, s1_items, s2_scenes, s1_scenes, cloud_mask_model, s2_cloud_mask],
-    jobs=[ingest_job, daily_job, cloud_mask_model_job],
+    assets=[
+        s2_items,
+        s1_items,
+        s2_scenes,
+        s1_scenes,
+        cloud_mask_model,
+        s2_cloud_mask,
+        parcels,
+        parcel_observations,
+        parcel_timeseries,
+    ],
+    jobs=[ingest_job, daily_job, cloud_mask_model_job, parcels_job, timeseries_job],
     resources={
         "stac": StacResource(
             catalog=dg.EnvVar("KZ_STAC"), provider=os.environ.get("KZ_STAC_PROVIDER", "local")
         ),
         "storage": StorageResource(root=dg.EnvVar("KZ_STORAGE")),
+        "parcel_source": ParcelSourceResource(
+            url=dg.EnvVar("KZ_PARCELS"), scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim")
+        ),
         "masker": CloudMaskResource(
             device=os.environ.get("KZ_CLOUDMASK_DEVICE", "auto"),
             batch_size=int(os.environ.get("KZ_CLOUDMASK_BATCH", "8")),

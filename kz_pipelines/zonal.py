@@ -22,7 +22,8 @@ converted back to dB (mean, median, min, max); the standard deviation is that of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -31,8 +32,17 @@ import shapely
 from rasterio.features import rasterize
 
 from kz_pipelines.raster import GridSpec
+from kz_pipelines.storage import atomic_path
 
-__all__ = ["STATS", "ParcelIndex", "power_stats", "rasterize_parcels", "zonal_stats"]
+__all__ = [
+    "STATS",
+    "ParcelIndex",
+    "load_index",
+    "power_stats",
+    "rasterize_parcels",
+    "save_index",
+    "zonal_stats",
+]
 
 STATS = ("mean", "median", "min", "max", "std", "count")
 """The statistics, in the order of the last axis of :func:`zonal_stats`'s result."""
@@ -99,6 +109,27 @@ def rasterize_parcels(
         np.copyto(labels, extra, where=labels == 0)
     pixels, offsets = _group(labels.reshape(-1), len(ids))
     return ParcelIndex(grid=grid, parcel_ids=ids, pixels=pixels, offsets=offsets, buffered=buffered)
+
+
+def save_index(path: Path, index: ParcelIndex) -> None:
+    """Write an index (``.npz``) atomically, so every date of a tile reuses one rasterization."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(
+            f,
+            grid=np.array(astuple(index.grid), dtype=np.float64),
+            parcel_ids=index.parcel_ids,
+            pixels=index.pixels,
+            offsets=index.offsets,
+            buffered=index.buffered,
+        )
+
+
+def load_index(path: Path) -> ParcelIndex:
+    """Read an index written by :func:`save_index`."""
+    with np.load(path, allow_pickle=False) as z:
+        epsg, x0, y0, res, width, height = z["grid"].tolist()
+        grid = GridSpec(int(epsg), x0, y0, res, int(width), int(height))
+        return ParcelIndex(grid, z["parcel_ids"], z["pixels"], z["offsets"], z["buffered"])
 
 
 def _burn(

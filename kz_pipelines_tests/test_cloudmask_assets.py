@@ -18,7 +18,11 @@ pytest.importorskip("segmentation_models_pytorch")
 from kz_pipelines.cloudmask.metrics import dice_per_class  # noqa: E402
 from kz_pipelines.definitions import defs  # noqa: E402
 from kz_pipelines.defs.cloudmask import GPU_TAGS, CloudMaskResource  # noqa: E402
-from kz_pipelines.defs.resources import StacResource, StorageResource  # noqa: E402
+from kz_pipelines.defs.resources import (  # noqa: E402
+    ParcelSourceResource,
+    StacResource,
+    StorageResource,
+)
 from kz_pipelines.scenes import find_scene_items  # noqa: E402
 from kz_pipelines.stac import open_search  # noqa: E402
 
@@ -35,6 +39,7 @@ def trained(
         "stac": StacResource(catalog=str(region)),
         "storage": StorageResource(root=str(storage)),
         "masker": CloudMaskResource(device="cpu"),
+        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
     }
     d = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources)
     with dg.instance_for_test() as instance:
@@ -44,6 +49,10 @@ def trained(
             instance=instance, run_config={"ops": {"cloud_mask_model": {"config": config}}}
         )
         assert result.success
+        # the daily job ends with the parcel statistics, which need the season's parcels
+        assert (
+            d.resolve_job_def("parcels").execute_in_process(partition_key="2024", instance=instance).success
+        )
         yield d, storage, instance
 
 

@@ -14,18 +14,55 @@ def test_scene_assets_depend_on_their_items() -> None:
 def test_definitions_load_with_expected_assets() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"s2_items", "s1_items", "s2_scenes", "s1_scenes", "cloud_mask_model", "s2_cloud_mask"}
-    for name in keys - {"cloud_mask_model"}:
+    partitions = {
+        "s2_items": {"date", "tile"},
+        "s1_items": {"date", "tile"},
+        "s2_scenes": {"date", "tile"},
+        "s1_scenes": {"date", "tile"},
+        "s2_cloud_mask": {"date", "tile"},
+        "parcel_observations": {"date", "tile"},
+        "parcel_timeseries": {"season", "tile"},
+        "parcels": {"season"},
+        "cloud_mask_model": set(),
+    }
+    assert keys == set(partitions)
+    for name, dims in partitions.items():
         spec = repo.asset_graph.get(dg.AssetKey(name))
         parts = spec.partitions_def
-        assert isinstance(parts, dg.MultiPartitionsDefinition)
-        assert {d.name for d in parts.partitions_defs} == {"date", "tile"}
+        if isinstance(parts, dg.MultiPartitionsDefinition):
+            assert {d.name for d in parts.partitions_defs} == dims
+        else:
+            assert (parts is not None) == bool(dims), name
         assert spec.code_version
         assert spec.owners
         assert spec.description
-        assert spec.kinds & {"stac", "zarr", "cog"}
+        assert spec.kinds
+
+
+def test_parcel_assets_map_days_to_seasons() -> None:
+    graph = defs.get_repository_def().asset_graph
+    obs = graph.get(dg.AssetKey("parcel_observations"))
+    assert obs.parent_keys == {dg.AssetKey(k) for k in ("parcels", "s2_scenes", "s2_cloud_mask", "s1_scenes")}
+    assert graph.get(dg.AssetKey("parcel_timeseries")).parent_keys == {dg.AssetKey("parcel_observations")}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tile", ["35VLF", "35VMF"])
+        from dagster._core.definitions.partitions.context import partition_loading_context
+
+        with partition_loading_context(dynamic_partitions_store=instance):
+            day = dg.MultiPartitionKey({"date": "2024-05-03", "tile": "35VLF"})
+            season = graph.get_parent_partition_keys_for_child(
+                day, parent_asset_key=dg.AssetKey("parcels"), child_asset_key=obs.key
+            )
+            assert set(season.partitions_subset.get_partition_keys()) == {"2024"}
+            tensor = dg.MultiPartitionKey({"season": "2024", "tile": "35VLF"})
+            days = graph.get_parent_partition_keys_for_child(
+                tensor, parent_asset_key=obs.key, child_asset_key=dg.AssetKey("parcel_timeseries")
+            )
+            keys = set(days.partitions_subset.get_partition_keys())
+            assert len(keys) == 366 * 2  # every day of 2024 on both tiles
+            assert dg.MultiPartitionKey({"date": "2024-12-31", "tile": "35VMF"}) in keys
 
 
 def test_resources_come_from_the_environment() -> None:
     resources = defs.resources or {}
-    assert set(resources) == {"stac", "storage", "masker"}
+    assert set(resources) == {"stac", "storage", "masker", "parcel_source"}

@@ -39,6 +39,7 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
         "s2_scenes": n_s2,
         "s1_scenes": n_s1,
         "s2_cloud_mask": n_s2,
+        "parcel_observations": n_s2 + n_s1,
     }
     masks = sorted((tmp_path / "storage" / "cloud_mask" / "35VLF").glob("*/*.tif"))
     assert len(masks) == n_s2
@@ -51,8 +52,16 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
     )
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 15  # the model, then one run per partition
+        assert len(runs) == 17  # the model, the parcels, one run per partition, the tensor
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        for asset in ("s2_items", "s1_items", "s2_scenes", "s1_scenes", "s2_cloud_mask"):
+        for asset in (
+            "s2_items",
+            "s1_items",
+            "s2_scenes",
+            "s1_scenes",
+            "s2_cloud_mask",
+            "parcel_observations",
+        ):
             assert len(instance.get_materialized_partitions(dg.AssetKey(asset))) == 14
+        assert instance.get_materialized_partitions(dg.AssetKey("parcel_timeseries")) == {"2024|35VLF"}
         assert instance.get_latest_materialization_event(dg.AssetKey("cloud_mask_model")) is not None

@@ -67,8 +67,6 @@ def _to_map(grid: GridSpec, poly: shapely.Geometry) -> shapely.Geometry:
     )
 
 
-# rasterstats still multiplies affine transforms with `*` (affine 3.1 asks for `@`)
-@pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=parcels(), buffer_px=st.sampled_from([0.0, 1.0]))
 def test_equal_to_rasterstats_on_real_raster(

@@ -16,7 +16,7 @@ from dagster._core.instance.ref import InstanceRef
 from kz_pipelines.definitions import defs
 from kz_pipelines.defs.cloudmask import CloudMaskResource
 from kz_pipelines.defs.partitions import TILE_PARTITIONS
-from kz_pipelines.defs.resources import StacResource, StorageResource
+from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs log warnings and errors to the console; everything is in the instance's event log."""
@@ -32,6 +32,7 @@ def _resources(region: Path, storage: Path) -> dict[str, Any]:
     return {
         "stac": StacResource(catalog=str(region)),
         "storage": StorageResource(root=str(storage)),
+        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
         "masker": CloudMaskResource(device="auto"),
     }
 
@@ -43,8 +44,8 @@ def _instance(home: Path) -> dg.DagsterInstance:
 def _run_chunk(
     region: Path, home: Path, storage: Path, keys: list[tuple[str, str]]
 ) -> tuple[dict[str, int], list[str]]:
-    """Materialize the per-scene assets (items, scenes, cloud mask) for each (date, tile) in ``keys``, one
-    run each."""
+    """Materialize the per-scene assets (items, scenes, cloud mask, parcel observations) for each (date,
+    tile) in ``keys``, one run each."""
     resources = _resources(region, storage)
     job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("daily")
     found: dict[str, int] = {}
@@ -72,9 +73,10 @@ def run_demo(
     log: Callable[[str], Any] = print,
     model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), and materialize all
-    per-scene assets for each day x tile of its season, one Dagster run per partition, spread over one
-    process per core.
+    """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), load the season's parcels,
+    materialize all per-scene assets (items, scenes, cloud mask, parcel observations) for each day x tile
+    of its season, one Dagster run per partition spread over one process per core, then build each
+    season x tile parcel tensor.
 
     Args:
         region: a simulated region folder (with region.json).
@@ -90,23 +92,28 @@ def run_demo(
     summary = json.loads((region / "region.json").read_text())
     tiles = list(summary["config"]["tiles"])
     start, end = date.fromisoformat(summary["config"]["start"]), date.fromisoformat(summary["config"]["end"])
+    seasons = sorted({str(y) for y in range(start.year, end.year + 1)})
     home.mkdir(parents=True, exist_ok=True)
+
+    def _job(name: str) -> dg.JobDefinition:
+        d = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=_resources(region, storage))
+        return d.resolve_job_def(name)
+
     t_train = time.monotonic()
     with _instance(home) as instance:
         instance.add_dynamic_partitions(TILE_PARTITIONS.name or "tile", tiles)
         log(f"demo: training the cloud-mask model {model or DEMO_MODEL}")
-        trained = (
-            dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=_resources(region, storage))
-            .resolve_job_def("train_cloud_mask")
-            .execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config={**_QUIET, "ops": {"cloud_mask_model": {"config": model or DEMO_MODEL}}},
-            )
+        trained = _job("train_cloud_mask").execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={**_QUIET, "ops": {"cloud_mask_model": {"config": model or DEMO_MODEL}}},
         )
         if not trained.success:
             raise RuntimeError("demo: training the cloud-mask model failed; see the run in the Dagster UI")
-    log(f"demo: model trained in {time.monotonic() - t_train:.0f} s")
+        log(f"demo: model trained in {time.monotonic() - t_train:.0f} s")
+        for season in seasons:
+            _job("parcels").execute_in_process(partition_key=season, instance=instance, run_config=_QUIET)
+        log(f"demo: parcels of season(s) {', '.join(seasons)} loaded")
     days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     keys = [(d, t) for d in days for t in tiles]
     chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
@@ -124,6 +131,17 @@ def run_demo(
             failed += bad
             done += futures[fut]
             log(f"demo: {done}/{len(keys)} partitions, {time.monotonic() - t0:.0f} s, items so far {found}")
+    t1 = time.monotonic()
+    with _instance(home) as instance:
+        for season in seasons:
+            for tile in tiles:
+                key = dg.MultiPartitionKey({"season": season, "tile": tile})
+                done_ts = _job("timeseries").execute_in_process(
+                    partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
+                )
+                if not done_ts.success:
+                    failed.append(f"parcel_timeseries {key}")
+    log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
     return {
         "partitions": len(keys),
         "items": found,

@@ -35,3 +35,17 @@ class StorageResource(dg.ConfigurableResource):
     def path(self, *parts: str) -> Path:
         """A path under the root."""
         return Path(self.root).joinpath(*parts)
+
+
+class ParcelSourceResource(dg.ConfigurableResource):
+    """Where the declared parcels come from (`kz_pipelines.parcels.read_parcels`).
+
+    ``url`` is a GeoParquet, GeoPackage, Shapefile, GeoJSON or FlatGeobuf path, or a PostGIS table as
+    ``postgresql://user@host:5432/db?table=schema.name``. ``scheme`` names the taxonomy's coding scheme of
+    the declared codes (``sim`` for the simulated region).
+    """
+
+    url: str
+    id_column: str = "parcel_id"
+    code_column: str = "declared_code"
+    scheme: str = "sim"

@@ -1,0 +1,270 @@
+"""Parcel assets: declared parcels per season, per-date parcel observations, the season tensor per tile."""
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import xarray as xr
+from shapely.geometry import shape
+
+from kz_pipelines.defs.assets import s1_scenes, s2_scenes
+from kz_pipelines.defs.cloudmask import s2_cloud_mask
+from kz_pipelines.defs.metadata import image_md
+from kz_pipelines.defs.partitions import (
+    DAY_TILE,
+    DAY_TO_SEASON,
+    SEASON_OF_ALL_TILES,
+    SEASON_PARTITIONS,
+    SEASON_TILE,
+    TILE_PARTITIONS,
+)
+from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
+from kz_pipelines.observations import empty_observations, s1_observations, s2_observations
+from kz_pipelines.parcels import clean_parcels, home_tiles, read_parcels, tile_parcels
+from kz_pipelines.raster import footprint
+from kz_pipelines.scenes import open_scenes, store_grid
+from kz_pipelines.storage import atomic_path, write_json
+from kz_pipelines.tiles import s2_tile
+from kz_pipelines.timeseries import (
+    manifest_scenes,
+    season_days,
+    series_png,
+    update_tensor,
+    write_observations,
+)
+from kz_pipelines.zonal import ParcelIndex, load_index, rasterize_parcels, save_index
+
+_CLEAR = 1
+"""The cloud-mask class of clear pixels."""
+
+
+def _parcels_path(storage: StorageResource, season: int) -> Path:
+    return storage.path("parcels", str(season), "parcels.parquet")
+
+
+@dg.asset(
+    partitions_def=SEASON_PARTITIONS,
+    group_name="parcels",
+    owners=["team:parcels"],
+    kinds={"geoparquet", "geopandas"},
+    code_version="1",
+    description=(
+        "Declared parcels of the season (GeoParquet, GeoPackage, Shapefile or PostGIS; `parcel_source`): "
+        "invalid geometry repaired or rejected, empty and sliver geometries dropped, duplicate ids rejected, "
+        "crop codes mapped to the 28-class taxonomy (unknown kept as `unknown`), area in ha, and each "
+        "parcel's home tile (the registered tile holding most of it)."
+    ),
+)
+def parcels(
+    context: dg.AssetExecutionContext, parcel_source: ParcelSourceResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    season = int(context.partition_key)
+    raw = read_parcels(parcel_source.url)
+    clean, report = clean_parcels(
+        raw,
+        id_column=parcel_source.id_column,
+        code_column=parcel_source.code_column,
+        scheme=parcel_source.scheme,
+    )
+    tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
+    clean["home_tile"] = home_tiles(clean, {t: s2_tile(t).grid() for t in tiles})
+    path = _parcels_path(storage, season)
+    with atomic_path(path) as tmp:
+        clean.to_parquet(tmp)
+    write_json(path.with_name("hygiene.json"), report.__dict__)
+    for rule, ids in (
+        ("rejected_duplicate", report.rejected_duplicate),
+        ("rejected_invalid", report.rejected_invalid),
+        ("dropped_sliver", report.dropped_sliver),
+        ("dropped_empty", report.dropped_empty),
+    ):
+        if ids:
+            context.log.warning(f"{len(ids)} parcel(s) {rule}: {ids[:20]}{' ...' if len(ids) > 20 else ''}")
+    per_tile = clean["home_tile"].fillna("none").value_counts().sort_index()
+    return dg.MaterializeResult(
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in report.counts().items()},
+            "unknown_codes": dg.MetadataValue.json(report.unknown_codes),
+            "parcels_per_home_tile": dg.MetadataValue.json({str(k): int(v) for k, v in per_tile.items()}),
+            "classes": dg.MetadataValue.json(clean["crop_name"].value_counts().head(28).to_dict()),
+            "area_ha": round(float(clean["area_ha"].sum()), 1),
+            "source": parcel_source.url,
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def _index(storage: StorageResource, season: int, tile: str, grid_key: str, grid_store: Path) -> ParcelIndex:
+    """The tile's parcel index on the scene grid: rasterized once per season, tile and grid, then reused."""
+    cached = storage.path("parcels", str(season), "index", f"{tile}-{grid_key}.npz")
+    declared = _parcels_path(storage, season)
+    if cached.is_file() and cached.stat().st_mtime >= declared.stat().st_mtime:
+        return load_index(cached)
+    grid = store_grid(open_scenes(grid_store))
+    local = tile_parcels(gpd.read_parquet(declared), grid)
+    index = rasterize_parcels(local["parcel_id"].tolist(), local.geometry.tolist(), grid)
+    save_index(cached, index)
+    return index
+
+
+def _band_reader(scene: xr.Dataset) -> Callable[[str], np.ndarray]:
+    """Reads one band of a scene as reflectance (NaN: no data)."""
+    return lambda band: scene["reflectance"].sel(band=band).to_numpy()
+
+
+def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict[str, Any]:
+    """What one scene gave: parcels in the tile, parcels observed, parcels at least half clear/valid."""
+    first = table.drop_duplicates("parcel_id")
+    counts = first.set_index("parcel_id")["valid_count"]
+    size = pd.Series(index.n_pixels, index=index.parcel_ids)
+    half = int((counts >= 0.5 * size.reindex(counts.index)).sum())
+    return {**info, "parcels": int((index.n_pixels > 0).sum()), "observed": len(first), "clear_parcels": half}
+
+
+@dg.asset(
+    partitions_def=DAY_TILE,
+    group_name="parcels",
+    owners=["team:parcels"],
+    kinds={"parquet", "numba"},
+    code_version="1",
+    deps=[
+        dg.AssetDep(parcels, partition_mapping=DAY_TO_SEASON),
+        s2_scenes,
+        s2_cloud_mask,
+        s1_scenes,
+    ],
+    description=(
+        "Per parcel, scene, feature and statistic of the day on the tile: S2 bands and indices over the "
+        "pixels the cloud mask calls clear, S1 VV/VH/ratio averaged in linear power (dB); mean, median, "
+        "min, max, std and the valid-pixel count, 1-pixel inward buffer. A long Parquet table."
+    ),
+)
+def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    day, tile = date.fromisoformat(keys["date"]), keys["tile"]
+    season = day.year
+    if not _parcels_path(storage, season).is_file():
+        raise FileNotFoundError(f"no parcels for season {season}: materialize `parcels` {season} first")
+    tables: list[pd.DataFrame] = []
+    scenes: list[dict[str, Any]] = []
+    s2_store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
+    if s2_store.exists():
+        ds = open_scenes(s2_store)
+        index = _index(storage, season, tile, "s2", s2_store)
+        for t in range(ds.sizes["time"]):
+            scene = ds.isel(time=t)
+            item_id = str(scene.item_id.values)
+            mask_path = storage.path("cloud_mask", tile, str(day), f"{item_id}.tif")
+            if not mask_path.is_file():
+                raise FileNotFoundError(f"{item_id}: no cloud mask at {mask_path}; materialize s2_cloud_mask")
+            with rasterio.open(mask_path) as src:
+                clear = (src.read(1) == _CLEAR) & scene["valid"].to_numpy().astype(bool)
+            orbit = f"R{int(scene.relative_orbit.values):03d}"
+            table = s2_observations(index, _band_reader(scene), clear, day, orbit)
+            tables.append(table)
+            scenes.append(_scene_summary(index, table, sensor="S2", item_id=item_id, orbit=orbit))
+    s1_store = storage.path("scenes", "s1", tile, f"{day}.zarr")
+    if s1_store.exists():
+        ds = open_scenes(s1_store)
+        index = _index(storage, season, tile, "s1", s1_store)
+        for t in range(ds.sizes["time"]):
+            scene = ds.isel(time=t)
+            orbit = f"{scene.orbit_state.to_numpy()}/{int(scene.relative_orbit)}"
+            db = {
+                "VV": scene["vv_db"].to_numpy(),
+                "VH": scene["vh_db"].to_numpy(),
+                "VH_VV": scene["vh_vv_db"].to_numpy(),
+            }
+            table = s1_observations(index, db, day, orbit)
+            tables.append(table)
+            item_id = str(scene.item_id.values)
+            scenes.append(_scene_summary(index, table, sensor="S1", item_id=item_id, orbit=orbit))
+    table = pd.concat(tables, ignore_index=True) if tables else empty_observations()
+    path = storage.path("observations", tile, f"{day}.parquet")
+    write_observations(path, table, scenes)
+    s2 = [s for s in scenes if s["sensor"] == "S2"]
+    return dg.MaterializeResult(
+        metadata={
+            "scenes": len(scenes),
+            "rows": len(table),
+            "parcels_observed": int(table["parcel_id"].nunique()),
+            "s2_scenes": len(s2),
+            "s1_scenes": len(scenes) - len(s2),
+            "s2_clear_parcel_fraction": dg.MetadataValue.json(
+                [round(s["clear_parcels"] / max(1, s["parcels"]), 3) for s in s2]
+            ),
+            "scene_summary": dg.MetadataValue.json(scenes),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
+    """The registered tiles whose full extent overlaps ``tile``'s (itself included), sorted."""
+    own = shape(footprint(s2_tile(tile).grid())[0])
+    return sorted(t for t in tiles if shape(footprint(s2_tile(t).grid())[0]).intersects(own))
+
+
+@dg.asset(
+    partitions_def=SEASON_TILE,
+    group_name="parcels",
+    owners=["team:parcels"],
+    kinds={"zarr", "xarray"},
+    code_version="1",
+    deps=[
+        dg.AssetDep(parcel_observations, partition_mapping=SEASON_OF_ALL_TILES),
+    ],
+    description=(
+        "The season tensor of the parcels whose home tile this is: dims (parcel, time, feature, stat) in "
+        "Zarr, every day of the season on the time axis, observations of overlapping tiles merged (most "
+        "valid pixels wins). Updated incrementally: only days whose observations are new or changed are "
+        "written."
+    ),
+)
+def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    season, tile = int(keys["season"]), keys["tile"]
+    declared = gpd.read_parquet(_parcels_path(storage, season))
+    home = pd.DataFrame(declared.loc[declared["home_tile"] == tile].drop(columns="geometry"))
+    if home.empty:
+        raise ValueError(f"no parcel has {tile} as its home tile in season {season}")
+    registered = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
+    neighbours = overlapping_tiles(tile, registered)
+    sources: dict[date, dict[str, Path]] = {}
+    for day in season_days(season):
+        files = {t: storage.path("observations", t, f"{day.date()}.parquet") for t in neighbours}
+        present = {t: p for t, p in files.items() if p.is_file()}
+        if present:
+            sources[day.date()] = present
+    path = storage.path("timeseries", str(season), f"{tile}.zarr")
+    update = update_tensor(path, home, season, sources, log=context.log.info)
+    ds = xr.open_zarr(path)
+    counts = ds["obs"].sel(stat="count")
+    s2_days = np.isfinite(counts.sel(feature="NDVI")).any("parcel").compute()
+    s1_feature = max(("VH_asc", "VH_desc"), key=lambda f: int(np.isfinite(counts.sel(feature=f)).sum()))
+    s1_days = np.isfinite(counts.sel(feature=s1_feature)).any("parcel").compute()
+    s2 = [s for scenes in manifest_scenes(path).values() for s in scenes if s["sensor"] == "S2"]
+    cloud_free = sum(s["clear_parcels"] for s in s2) / max(1, sum(s["parcels"] for s in s2))
+    observed = counts.sel(feature="NDVI").count("time").compute().to_series().sort_values(ascending=False)
+    shown = observed.index[:: max(1, len(observed) // 4)][:4].tolist()
+    return dg.MaterializeResult(
+        metadata={
+            "parcels": len(home),
+            "days_written": len(update.days_written),
+            "days_unchanged": update.days_unchanged,
+            "rebuilt": update.rebuilt,
+            "s2_dates": int(s2_days.sum()),
+            "s1_dates": int(s1_days.sum()),
+            # (parcel, S2 scene) pairs with at least half of the parcel's pixels clear
+            "cloud_free_fraction": round(cloud_free, 3),
+            "tiles_merged": dg.MetadataValue.json(neighbours),
+            "series": image_md(series_png(ds, shown, ("NDVI", s1_feature)), "NDVI and VH of a few parcels"),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
