@@ -234,6 +234,21 @@ def bench_cloudmask(
     _print_bench(run(work, size_px, device, log=lambda m: err.print(m, highlight=False)), json_)
 
 
+@bench_app.command("zonal")
+def bench_zonal(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    work: Annotated[Path, typer.Option(help="Keeps the synthetic raster between runs.")] = Path("var/bench"),
+    size_px: Annotated[int, typer.Option(help="Tile window side; the targets are for 10980.")] = 10980,
+    parcels: Annotated[int, typer.Option(help="Parcels of 1-20 ha; the targets are for 20000.")] = 20_000,
+    band_dates: Annotated[int, typer.Option(help="Band-dates (at least 4 for the targets).")] = 4,
+) -> None:
+    """Parcel statistics on a full tile: ours vs exactextract and rasterstats (throughput, exactness)."""
+    from kz_pipelines.bench.zonal import run
+
+    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    _print_bench(run(work, size_px, parcels, band_dates, log=log), json_)
+
+
 @eval_app.command("cloudmask")
 def eval_cloudmask(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,

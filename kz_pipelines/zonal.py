@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numba
 import numpy as np
@@ -43,6 +44,8 @@ __all__ = [
     "save_index",
     "zonal_stats",
 ]
+
+G = TypeVar("G", bound=np.generic)
 
 STATS = ("mean", "median", "min", "max", "std", "count")
 """The statistics, in the order of the last axis of :func:`zonal_stats`'s result."""
@@ -72,7 +75,7 @@ class ParcelIndex:
         """Pixels per parcel (0 for a parcel with no pixel centre inside it, even unbuffered)."""
         return np.diff(self.offsets)
 
-    def gather(self, raster: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def gather(self, raster: npt.NDArray[G]) -> npt.NDArray[G]:
         """The parcel pixels of a (rows, cols) raster on the grid, grouped as ``pixels``."""
         if raster.shape != self.grid.shape:
             raise ValueError(f"raster shape {raster.shape} does not match the grid {self.grid.shape}")
@@ -101,13 +104,13 @@ def rasterize_parcels(
     geoms = np.asarray(geometries, dtype=object)[order]
     shrunk = shapely.buffer(geoms, -buffer_px * grid.resolution) if buffer_px > 0 else geoms
     labels = _burn(shrunk, grid, np.arange(1, len(ids) + 1))
-    counts = np.bincount(labels.reshape(-1), minlength=len(ids) + 1)[1:]
-    buffered = counts > 0
+    pixels, offsets = _group(labels.reshape(-1), len(ids))
+    buffered = np.diff(offsets) > 0
     fallback = np.flatnonzero(~buffered)
     if fallback.size and buffer_px > 0:
         extra = _burn(geoms[fallback], grid, fallback + 1)
         np.copyto(labels, extra, where=labels == 0)
-    pixels, offsets = _group(labels.reshape(-1), len(ids))
+        pixels, offsets = _group(labels.reshape(-1), len(ids))
     return ParcelIndex(grid=grid, parcel_ids=ids, pixels=pixels, offsets=offsets, buffered=buffered)
 
 

@@ -128,3 +128,21 @@ def test_bench_cloudmask_json_names_every_target(tmp_path: Path) -> None:
     assert result["figures"]["gflop_per_subtile"] > 0
     assert result["figures"]["end_to_end_s"] >= result["figures"]["inference_s"] > 0
     assert (tmp_path / "cloudmask-240.tif").is_file()
+
+
+@pytest.mark.slow
+def test_bench_zonal_json_names_every_target(tmp_path: Path) -> None:
+    out = kz("bench", "zonal", "--json", "--size-px", "1200", "--parcels", "60", "--work", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "zonal"
+    assert set(result["targets"]) == {"ours_over_exactextract", "max_abs_diff_vs_rasterstats"}
+    assert result["targets"]["ours_over_exactextract"]["target"] == 5.0
+    exact = result["targets"]["max_abs_diff_vs_rasterstats"]
+    assert exact["met"], exact  # equal to rasterstats on every parcel of the subset
+    figures = result["figures"]
+    assert figures["parcels"] == 60
+    assert figures["rasterstats_parcels"] == 60
+    for engine in ("ours", "exactextract", "rasterstats"):
+        assert figures[f"{engine}_parcel_band_dates_per_s"] > 0
+    assert figures["national_season_hours_ours"] > 0

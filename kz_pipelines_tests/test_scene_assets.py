@@ -15,7 +15,7 @@ import pytest
 
 from kz_pipelines.definitions import defs
 from kz_pipelines.defs.cloudmask import CloudMaskResource
-from kz_pipelines.defs.resources import StacResource, StorageResource
+from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 from kz_pipelines.ingest import load_s2_scene, scene_grid
 from kz_pipelines.scenes import find_scene_items, open_scenes, read_items
 from kz_pipelines.stac import open_search
@@ -34,9 +34,9 @@ def _job(catalog: Path, storage: Path) -> dg.JobDefinition:
     resources = {
         "stac": StacResource(catalog=str(catalog)),
         "storage": StorageResource(root=str(storage)),
-        "masker": CloudMaskResource(
-            device="cpu"
-        ),  # the code location's jobs need it; `ingest` does not run it
+        # the code location's other jobs need these; `ingest` does not run them
+        "masker": CloudMaskResource(device="cpu"),
+        "parcel_source": ParcelSourceResource(url=str(catalog / "parcels.parquet")),
     }
     return dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("ingest")
 

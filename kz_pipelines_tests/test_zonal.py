@@ -152,3 +152,31 @@ def test_power_stats_average_in_linear_power() -> None:
     assert (stats[2], stats[3]) == pytest.approx((-20.0, -10.0))
     assert stats[4] == pytest.approx(np.std([-10.0, -20, -20, -20]))
     assert stats[5] == 4
+
+
+def test_benchmark_parcels_do_not_overlap_and_have_the_right_sizes() -> None:
+    from kz_pipelines.bench.zonal import synthetic_parcels
+
+    grid = GridSpec(32635, 500000.0, 6500000.0, 10.0, 2400, 2400)
+    polys = synthetic_parcels(grid, 100, seed=3)
+    areas = np.array([p.area for p in polys]) / 1e4
+    assert len(polys) == 100
+    assert areas.min() >= 1.0 - 1e-9
+    assert areas.max() <= 20.0 + 1e-9
+    assert shapely.union_all(polys).area == pytest.approx(sum(p.area for p in polys))
+    assert all(shapely.box(*grid.bounds).contains(p) for p in polys)
+
+
+def test_index_saved_and_loaded(tmp_path: Path) -> None:
+    from kz_pipelines.zonal import load_index, save_index
+
+    index = rasterize_parcels(
+        ["a", "b"],
+        [shapely.box(500000, 6499900, 500100, 6500000), shapely.box(500110, 6499950, 500130, 6500000)],
+        GRID,
+    )
+    save_index(tmp_path / "i.npz", index)
+    back = load_index(tmp_path / "i.npz")
+    assert back.grid == index.grid
+    for name in ("parcel_ids", "pixels", "offsets", "buffered"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(index, name))

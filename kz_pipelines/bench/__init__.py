@@ -32,7 +32,7 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        value = None if self.value is None else round(self.value, 4)
+        value = None if self.value is None else float(f"{self.value:.6g}")  # tiny values (1e-8) kept
         return {"value": value, "op": self.op, "target": self.target, "met": self.met}
 
 
