@@ -1,6 +1,8 @@
 """Parcel assets: declared parcels per season, per-date parcel observations, the season tensor per tile."""
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import astuple
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -100,13 +102,15 @@ def parcels(
     )
 
 
-def _index(storage: StorageResource, season: int, tile: str, grid_key: str, grid_store: Path) -> ParcelIndex:
-    """The tile's parcel index on the scene grid: rasterized once per season, tile and grid, then reused."""
-    cached = storage.path("parcels", str(season), "index", f"{tile}-{grid_key}.npz")
+def _index(storage: StorageResource, season: int, tile: str, store: Path) -> ParcelIndex:
+    """The tile's parcel index on a scene store's grid: rasterized once per season, tile and grid (S2 and S1
+    scenes on the same tile grid share it), then reused by every date; rebuilt when the parcels change."""
+    grid = store_grid(open_scenes(store))
+    key = hashlib.sha256(repr(astuple(grid)).encode()).hexdigest()[:12]
+    cached = storage.path("parcels", str(season), "index", f"{tile}-{key}.npz")
     declared = _parcels_path(storage, season)
     if cached.is_file() and cached.stat().st_mtime >= declared.stat().st_mtime:
         return load_index(cached)
-    grid = store_grid(open_scenes(grid_store))
     local = tile_parcels(gpd.read_parquet(declared), grid)
     index = rasterize_parcels(local["parcel_id"].tolist(), local.geometry.tolist(), grid)
     save_index(cached, index)
@@ -156,7 +160,7 @@ def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResou
     s2_store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
     if s2_store.exists():
         ds = open_scenes(s2_store)
-        index = _index(storage, season, tile, "s2", s2_store)
+        index = _index(storage, season, tile, s2_store)
         for t in range(ds.sizes["time"]):
             scene = ds.isel(time=t)
             item_id = str(scene.item_id.values)
@@ -172,7 +176,7 @@ def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResou
     s1_store = storage.path("scenes", "s1", tile, f"{day}.zarr")
     if s1_store.exists():
         ds = open_scenes(s1_store)
-        index = _index(storage, season, tile, "s1", s1_store)
+        index = _index(storage, season, tile, s1_store)
         for t in range(ds.sizes["time"]):
             scene = ds.isel(time=t)
             orbit = f"{scene.orbit_state.to_numpy()}/{int(scene.relative_orbit)}"
