@@ -6,6 +6,7 @@ import os
 import socket
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pipeline_resources(region: Path, storage: Path) -> dict[str, Any]:
+    """The code location's resources on a simulated region, values under ``storage``, masking on CPU."""
+    from kz_pipelines.defs.cloudmask import CloudMaskResource
+    from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
+
+    return {
+        "stac": StacResource(catalog=str(region)),
+        "storage": StorageResource(root=str(storage)),
+        "masker": CloudMaskResource(device="cpu"),
+        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
+    }

@@ -17,14 +17,10 @@ pytest.importorskip("segmentation_models_pytorch")
 
 from kz_pipelines.cloudmask.metrics import dice_per_class  # noqa: E402
 from kz_pipelines.definitions import defs  # noqa: E402
-from kz_pipelines.defs.cloudmask import GPU_TAGS, CloudMaskResource  # noqa: E402
-from kz_pipelines.defs.resources import (  # noqa: E402
-    ParcelSourceResource,
-    StacResource,
-    StorageResource,
-)
+from kz_pipelines.defs.cloudmask import GPU_TAGS  # noqa: E402
 from kz_pipelines.scenes import find_scene_items  # noqa: E402
 from kz_pipelines.stac import open_search  # noqa: E402
+from kz_pipelines_tests.conftest import pipeline_resources  # noqa: E402
 
 TILE = "35VLF"
 pytestmark = pytest.mark.slow
@@ -35,12 +31,7 @@ def trained(
     region: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dg.Definitions, Path, Any]]:
     storage = tmp_path_factory.mktemp("cm-store")
-    resources = {
-        "stac": StacResource(catalog=str(region)),
-        "storage": StorageResource(root=str(storage)),
-        "masker": CloudMaskResource(device="cpu"),
-        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
-    }
+    resources = pipeline_resources(region, storage)
     d = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tile", [TILE])

@@ -21,9 +21,8 @@ import xarray as xr
 from rasterstats import zonal_stats as rs_zonal_stats
 
 from kz_pipelines.definitions import defs
-from kz_pipelines.defs.cloudmask import CloudMaskResource
-from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 from kz_pipelines.timeseries import TENSOR_FEATURES, read_observations, tensor_feature
+from kz_pipelines_tests.conftest import pipeline_resources
 
 TILE = "35VLF"
 DAYS = [date(2024, 6, 1) + timedelta(days=i) for i in range(16)]
@@ -39,12 +38,7 @@ def pipeline(region: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Parcels of 2024, scenes of DAYS, the true cloud mask of each scene in place of the model's, and the
     observations of every day but the last."""
     storage = tmp_path_factory.mktemp("parcel-store")
-    resources = {
-        "stac": StacResource(catalog=str(region)),
-        "storage": StorageResource(root=str(storage)),
-        "masker": CloudMaskResource(device="cpu"),
-        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
-    }
+    resources = pipeline_resources(region, storage)
     d = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tile", ["35VLF", "35VMF"])

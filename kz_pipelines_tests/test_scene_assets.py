@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from kz_pipelines.definitions import defs
-from kz_pipelines.defs.cloudmask import CloudMaskResource
-from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 from kz_pipelines.ingest import load_s2_scene, scene_grid
 from kz_pipelines.scenes import find_scene_items, open_scenes, read_items
 from kz_pipelines.stac import open_search
+from kz_pipelines_tests.conftest import pipeline_resources
 
 TILE = "35VLF"
 
@@ -31,13 +30,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def _job(catalog: Path, storage: Path) -> dg.JobDefinition:
-    resources = {
-        "stac": StacResource(catalog=str(catalog)),
-        "storage": StorageResource(root=str(storage)),
-        # the code location's other jobs need these; `ingest` does not run them
-        "masker": CloudMaskResource(device="cpu"),
-        "parcel_source": ParcelSourceResource(url=str(catalog / "parcels.parquet")),
-    }
+    resources = pipeline_resources(catalog, storage)  # the code location's jobs need them all
     return dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=resources).resolve_job_def("ingest")
 
 

@@ -1,5 +1,6 @@
 """Parcel assets: declared parcels per season, per-date parcel observations, the season tensor per tile."""
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import astuple
@@ -45,15 +46,16 @@ from kz_pipelines.zonal import ParcelIndex, load_index, rasterize_parcels, save_
 _CLEAR = 1
 """The cloud-mask class of clear pixels."""
 
+_parcel_asset = functools.partial(dg.asset, group_name="parcels", owners=["team:parcels"])
+"""The parcel assets: in the parcels group."""
+
 
 def _parcels_path(storage: StorageResource, season: int) -> Path:
     return storage.path("parcels", str(season), "parcels.parquet")
 
 
-@dg.asset(
+@_parcel_asset(
     partitions_def=SEASON_PARTITIONS,
-    group_name="parcels",
-    owners=["team:parcels"],
     kinds={"geoparquet", "geopandas"},
     code_version="1",
     description=(
@@ -131,10 +133,8 @@ def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict
     return {**info, "parcels": int((index.n_pixels > 0).sum()), "observed": len(first), "clear_parcels": half}
 
 
-@dg.asset(
+@_parcel_asset(
     partitions_def=DAY_TILE,
-    group_name="parcels",
-    owners=["team:parcels"],
     kinds={"parquet", "numba"},
     code_version="1",
     deps=[
@@ -215,10 +215,8 @@ def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
     return sorted(t for t in tiles if shape(footprint(s2_tile(t).grid())[0]).intersects(own))
 
 
-@dg.asset(
+@_parcel_asset(
     partitions_def=SEASON_TILE,
-    group_name="parcels",
-    owners=["team:parcels"],
     kinds={"zarr", "xarray"},
     code_version="1",
     deps=[
