@@ -23,7 +23,7 @@ daily_job = dg.define_asset_job(
     ),
 )
 parcels_job = dg.define_asset_job(
-    "parcels", selection=[parcels], description="Load and clean the declared parcels of a season."
+    "load_parcels", selection=[parcels], description="Load and clean the declared parcels of a season."
 )
 timeseries_job = dg.define_asset_job(
     "timeseries",

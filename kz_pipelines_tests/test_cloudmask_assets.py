@@ -42,7 +42,9 @@ def trained(
         assert result.success
         # the daily job ends with the parcel statistics, which need the season's parcels
         assert (
-            d.resolve_job_def("parcels").execute_in_process(partition_key="2024", instance=instance).success
+            d.resolve_job_def("load_parcels")
+            .execute_in_process(partition_key="2024", instance=instance)
+            .success
         )
         yield d, storage, instance
 

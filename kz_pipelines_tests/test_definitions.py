@@ -66,3 +66,12 @@ def test_parcel_assets_map_days_to_seasons() -> None:
 def test_resources_come_from_the_environment() -> None:
     resources = defs.resources or {}
     assert set(resources) == {"stac", "storage", "masker", "parcel_source"}
+
+
+def test_code_location_validates() -> None:
+    """What `dagster definitions validate` checks: unique op and job names, resources, partitions."""
+    repo = defs.get_repository_def()
+    repo.load_all_definitions()
+    names = [job.name for job in repo.get_all_jobs()]
+    ops = {node.name for job in repo.get_all_jobs() for node in job.graph.nodes}
+    assert not (set(names) - {"__ASSET_JOB"}) & ops

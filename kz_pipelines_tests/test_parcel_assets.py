@@ -43,7 +43,9 @@ def pipeline(region: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tile", ["35VLF", "35VMF"])
         assert (
-            d.resolve_job_def("parcels").execute_in_process(partition_key="2024", instance=instance).success
+            d.resolve_job_def("load_parcels")
+            .execute_in_process(partition_key="2024", instance=instance)
+            .success
         )
         for day in DAYS:
             assert (

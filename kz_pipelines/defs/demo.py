@@ -112,7 +112,9 @@ def run_demo(
             raise RuntimeError("demo: training the cloud-mask model failed; see the run in the Dagster UI")
         log(f"demo: model trained in {time.monotonic() - t_train:.0f} s")
         for season in seasons:
-            _job("parcels").execute_in_process(partition_key=season, instance=instance, run_config=_QUIET)
+            _job("load_parcels").execute_in_process(
+                partition_key=season, instance=instance, run_config=_QUIET
+            )
         log(f"demo: parcels of season(s) {', '.join(seasons)} loaded")
     days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     keys = [(d, t) for d in days for t in tiles]
