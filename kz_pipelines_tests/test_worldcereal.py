@@ -67,3 +67,13 @@ def test_not_an_extraction_table(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1]}).to_parquet(bad)
     with pytest.raises(ValueError, match="bad.parquet: no sample_id column"):
         load_worldcereal(bad)
+
+
+def test_ewoc_codes_map_to_the_taxonomy() -> None:
+    ds = load_worldcereal(DATA / "fra_2023_dekad.parquet")
+    classes = ds["crop_class"].to_numpy()
+    codes = ds["declared_code"].to_numpy()
+    assert (classes > 0).sum() == 417  # 83 of 500 samples carry a crop with no class here
+    assert set(classes[codes == "1101010011"]) == {1}  # winter soft wheat
+    assert set(classes[codes == "1101060000"]) == {18}  # maize
+    assert set(classes[codes == "1101070000"]) == {0}  # sorghum: no class, unknown
