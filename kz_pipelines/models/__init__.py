@@ -1,0 +1,1 @@
+"""Downstream models on the parcel tensor: features, crop type (and, later, the event products)."""

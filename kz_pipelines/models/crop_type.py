@@ -1,0 +1,387 @@
+"""The crop type model: LightGBM and a dense torch network on the parcel features, the better one on
+validation kept, reported on test.
+
+* **Class balancing** (as KappaZeta describes): classes over ``cap`` training samples are undersampled to
+  it; classes under ``min_count`` are oversampled to it with copies carrying Gaussian noise (``noise`` x each
+  feature's standard deviation), so small classes are seen without being memorized.
+* **LightGBM** (multiclass, early stopping on the validation set).
+* **The seed's network**: the feature vector through three dense layers with batch normalization (256, 128,
+  then the classes), features standardized on the training set (missing as 0 after standardization),
+  AdamW, early stopping on validation macro-F1. Deterministic on CPU.
+* **Selection**: the model with the higher validation macro-F1; its test scores go in the card.
+
+Models are saved in safe formats only: LightGBM's text model and safetensors, with a JSON card (classes,
+features, normalization, metrics, training time, which model was selected). Never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import confusion_matrix, f1_score, recall_score
+from torch import nn
+
+from kz_pipelines.storage import atomic_dir
+
+__all__ = [
+    "CropTypeConfig",
+    "CropTypeModel",
+    "balance",
+    "disagreements",
+    "load_crop_model",
+    "save_crop_model",
+    "scores",
+    "train_crop_model",
+]
+
+
+@dataclass(frozen=True)
+class CropTypeConfig:
+    """How the crop type model is trained.
+
+    Attributes:
+        cap: at most this many training samples per class (undersampling); None: no cap.
+        min_count: oversample smaller classes to this many training samples (with noise).
+        noise: oversampling noise, in standard deviations of each feature.
+        lgb_rounds: maximum boosting rounds (early stopping after 50 without improvement).
+        lgb_learning_rate: LightGBM learning rate.
+        mlp_epochs: maximum epochs of the network.
+        mlp_patience: epochs without a better validation macro-F1 before stopping.
+        models: which models to train (``lightgbm``, ``mlp``).
+        seed: random seed.
+        threads: CPU threads (0: all).
+    """
+
+    cap: int | None = 2000
+    min_count: int = 30
+    noise: float = 0.05
+    lgb_rounds: int = 600
+    lgb_learning_rate: float = 0.05
+    mlp_epochs: int = 150
+    mlp_patience: int = 20
+    models: tuple[str, ...] = ("lightgbm", "mlp")
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass
+class CropTypeModel:
+    """A trained crop type model.
+
+    Attributes:
+        kind: ``lightgbm`` or ``mlp``.
+        classes: the crop class ids, in the order of the probability columns.
+        feature_names: input columns.
+        booster: the LightGBM model (kind ``lightgbm``).
+        net: the network (kind ``mlp``).
+        mean: feature means of the network's standardization.
+        std: feature standard deviations of the network's standardization.
+        card: metrics and provenance.
+    """
+
+    kind: str
+    classes: tuple[int, ...]
+    feature_names: tuple[str, ...]
+    booster: lgb.Booster | None = None
+    net: nn.Module | None = None
+    mean: npt.NDArray[np.float32] | None = None
+    std: npt.NDArray[np.float32] | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Class probabilities, (samples, classes) in ``classes`` order."""
+        if self.booster is not None:
+            return np.asarray(self.booster.predict(np.asarray(x, np.float32)), np.float32).reshape(len(x), -1)
+        if self.net is None or self.mean is None or self.std is None:
+            raise ValueError("a crop type model needs a booster or a network with its normalization")
+        self.net.eval()
+        with torch.no_grad():
+            logits = self.net(torch.from_numpy(_standardize(x, self.mean, self.std)))
+        return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+
+    def predict(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+        """The most probable class id per sample."""
+        return np.asarray(self.classes, np.int64)[self.predict_proba(x).argmax(axis=1)]
+
+
+def balance(
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.integer],
+    cap: int | None,
+    min_count: int,
+    noise: float,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Undersample classes over ``cap``, oversample classes under ``min_count`` with noisy copies."""
+    sd = np.nanstd(x, axis=0) if len(x) else np.zeros(x.shape[1])
+    sd = np.where(np.isfinite(sd), sd, 0.0)
+    xs, ys = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if cap is not None and len(idx) > cap:
+            idx = rng.choice(idx, cap, replace=False)
+        xs.append(x[idx])
+        ys.append(y[idx])
+        if len(idx) < min_count:
+            extra = rng.choice(idx, min_count - len(idx), replace=True)
+            xs.append(x[extra] + rng.normal(0, 1, (len(extra), x.shape[1])) * noise * sd)
+            ys.append(y[extra])
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+
+def scores(
+    y_true: npt.NDArray[np.integer], y_pred: npt.NDArray[np.integer], classes: tuple[int, ...]
+) -> dict[str, Any]:
+    """Macro and weighted F1, recall per class, and the row-normalized confusion matrix."""
+    labels = list(classes)
+    cm = confusion_matrix(y_true, y_pred, labels=labels).astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
+        "recall": {
+            str(c): float(r)
+            for c, r in zip(
+                present,
+                recall_score(y_true, y_pred, labels=present, average=None, zero_division=0),
+                strict=True,
+            )
+        },
+        "confusion_normalized": np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0).round(4).tolist(),
+        "n": int(len(y_true)),
+    }
+
+
+def _standardize(
+    x: npt.NDArray[np.floating], mean: npt.NDArray[np.float32], std: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    z = (np.asarray(x, np.float32) - mean) / std
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def _mlp(n_in: int, n_out: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(n_in, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(128, n_out),
+    )  # fmt: skip
+
+
+Matrix = npt.NDArray[np.float32]
+Classes = npt.NDArray[np.int64]
+
+
+def _train_lightgbm(
+    xb: Matrix,
+    yb: Classes,
+    xv: Matrix,
+    yv: Classes,
+    n_classes: int,
+    cfg: CropTypeConfig,
+    names: tuple[str, ...],
+) -> lgb.Booster:
+    params = {
+        "objective": "multiclass",
+        "num_class": n_classes,
+        "learning_rate": cfg.lgb_learning_rate,
+        "num_leaves": 31,
+        "min_data_in_leaf": 5,
+        "feature_fraction": 0.5,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "num_threads": cfg.threads,
+        "verbose": -1,
+    }
+    train_set = lgb.Dataset(xb, yb, feature_name=[_safe(n) for n in names], free_raw_data=False)
+    valid = lgb.Dataset(xv, yv, reference=train_set)
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=cfg.lgb_rounds,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(50, verbose=False)],
+    )
+
+
+def _safe(name: str) -> str:
+    """A LightGBM-safe feature name (no JSON special characters)."""
+    return name.replace("@", "_at_").replace(":", "_")
+
+
+def _train_mlp(
+    xb: Matrix, yb: Classes, xv: Matrix, yv: Classes, n_classes: int, cfg: CropTypeConfig
+) -> tuple[nn.Module, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    torch.manual_seed(cfg.seed)
+    mean = np.nanmean(xb, axis=0).astype(np.float32)
+    std = np.nanstd(xb, axis=0).astype(np.float32)
+    mean = np.where(np.isfinite(mean), mean, 0).astype(np.float32)
+    std = np.where(np.isfinite(std) & (std > 1e-6), std, 1).astype(np.float32)
+    tx, ty = torch.from_numpy(_standardize(xb, mean, std)), torch.from_numpy(yb)
+    vx = torch.from_numpy(_standardize(xv, mean, std))
+    net = _mlp(xb.shape[1], n_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, stale = -1.0, None, 0
+    for _ in range(cfg.mlp_epochs):
+        net.train()
+        for batch in torch.randperm(len(tx), generator=gen).split(128):
+            if len(batch) < 2:  # batch normalization needs two samples
+                continue
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(tx[batch]), ty[batch], label_smoothing=0.05).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            pred = net(vx).argmax(dim=1).numpy()
+        f1 = float(f1_score(yv, pred, average="macro", zero_division=0))
+        if f1 > best:
+            best, best_state, stale = f1, {k: v.clone() for k, v in net.state_dict().items()}, 0
+        else:
+            stale += 1
+            if stale >= cfg.mlp_patience:
+                break
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    return net, mean, std
+
+
+def train_crop_model(
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.integer],
+    train_idx: npt.NDArray[np.int64],
+    val_idx: npt.NDArray[np.int64],
+    test_idx: npt.NDArray[np.int64],
+    feature_names: tuple[str, ...],
+    cfg: CropTypeConfig = CropTypeConfig(),
+    data: dict[str, Any] | None = None,
+) -> tuple[CropTypeModel, dict[str, CropTypeModel]]:
+    """Train every model of ``cfg.models`` on ``train_idx``, select on ``val_idx``, report on ``test_idx``.
+
+    Args:
+        x: (samples, features) feature matrix (NaN: missing).
+        y: crop class id per sample.
+        train_idx: training samples (balanced before training).
+        val_idx: validation samples (early stopping and selection).
+        test_idx: test samples (the card's final scores; never seen in training or selection).
+        feature_names: column names.
+        cfg: training settings.
+        data: a description of the data for the card.
+
+    Returns:
+        The selected model (its card holds every candidate's validation scores and its test scores) and all
+        trained models by kind.
+    """
+    classes = tuple(int(c) for c in np.unique(y[train_idx]))
+    index = {c: i for i, c in enumerate(classes)}
+    rng = np.random.default_rng(cfg.seed)
+    xb, yb = balance(x[train_idx], y[train_idx], cfg.cap, cfg.min_count, cfg.noise, rng)
+    yb_i = np.array([index[c] for c in yb], np.int64)
+    val_known = np.array([c in index for c in y[val_idx]])
+    xv = np.asarray(x[val_idx][val_known], np.float32)
+    yv_i = np.array([index[c] for c in y[val_idx][val_known]], np.int64)
+    models: dict[str, CropTypeModel] = {}
+    seconds: dict[str, float] = {}
+    for kind in cfg.models:
+        t0 = time.perf_counter()
+        if kind == "lightgbm":
+            booster = _train_lightgbm(xb, yb_i, xv, yv_i, len(classes), cfg, feature_names)
+            models[kind] = CropTypeModel(kind, classes, feature_names, booster=booster)
+        elif kind == "mlp":
+            net, mean, std = _train_mlp(xb, yb_i, xv, yv_i, len(classes), cfg)
+            models[kind] = CropTypeModel(kind, classes, feature_names, net=net, mean=mean, std=std)
+        else:
+            raise ValueError(f"unknown model kind {kind!r} (lightgbm, mlp)")
+        seconds[kind] = time.perf_counter() - t0
+    val = {k: scores(y[val_idx], m.predict(x[val_idx]), classes) for k, m in models.items()}
+    chosen = max(models, key=lambda k: val[k]["macro_f1"])
+    best = models[chosen]
+    test = scores(y[test_idx], best.predict(x[test_idx]), classes)
+    best.card = {
+        "selected": chosen,
+        "classes": list(classes),
+        "features": list(feature_names),
+        "validation": {
+            k: {"macro_f1": v["macro_f1"], "weighted_f1": v["weighted_f1"]} for k, v in val.items()
+        },
+        "test": test,
+        "training_seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "samples": {
+            "train": len(train_idx),
+            "train_balanced": len(yb),
+            "validation": len(val_idx),
+            "test": len(test_idx),
+        },
+        "config": asdict(cfg),
+        "data": data or {},
+    }
+    if best.booster is not None:
+        gain = best.booster.feature_importance("gain")
+        top = np.argsort(gain)[::-1][:30]
+        best.card["feature_importance"] = {feature_names[i]: float(gain[i]) for i in top}
+    for m in models.values():
+        m.card.setdefault("selected", chosen)
+    return best, models
+
+
+def save_crop_model(folder: Path, model: CropTypeModel) -> None:
+    """Write the model (LightGBM text or safetensors) and its card ``model.json`` atomically."""
+    with atomic_dir(folder) as tmp:
+        meta = {"kind": model.kind, "classes": list(model.classes), "features": list(model.feature_names)}
+        if model.booster is not None:
+            model.booster.save_model(str(tmp / "lightgbm.txt"))
+        else:
+            if model.net is None or model.mean is None or model.std is None:
+                raise ValueError("a crop type model needs a booster or a network with its normalization")
+            tensors = {f"net.{k}": v.contiguous() for k, v in model.net.state_dict().items()}
+            tensors["norm.mean"] = torch.from_numpy(model.mean)
+            tensors["norm.std"] = torch.from_numpy(model.std)
+            save_file(tensors, str(tmp / "mlp.safetensors"))
+        (tmp / "model.json").write_text(json.dumps({**meta, "card": model.card}, indent=1))
+
+
+def load_crop_model(folder: Path) -> CropTypeModel:
+    """Read a model written by :func:`save_crop_model` (no pickle anywhere)."""
+    meta = json.loads((folder / "model.json").read_text())
+    classes, names = tuple(meta["classes"]), tuple(meta["features"])
+    if meta["kind"] == "lightgbm":
+        booster = lgb.Booster(model_file=str(folder / "lightgbm.txt"))
+        return CropTypeModel("lightgbm", classes, names, booster=booster, card=meta["card"])
+    tensors = load_file(str(folder / "mlp.safetensors"))
+    net = _mlp(len(names), len(classes))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
+    return CropTypeModel(
+        "mlp", classes, names, net=net, mean=tensors["norm.mean"].numpy(), std=tensors["norm.std"].numpy(),
+        card=meta["card"],
+    )  # fmt: skip
+
+
+def disagreements(
+    proba: npt.NDArray[np.floating],
+    classes: tuple[int, ...],
+    declared: npt.NDArray[np.integer],
+    min_probability: float = 0.8,
+    max_declared_probability: float = 0.1,
+) -> npt.NDArray[np.bool_]:
+    """Where the prediction contradicts the declaration with high confidence: the predicted class differs
+    from the declared one, its probability is at least ``min_probability`` and the declared class's at most
+    ``max_declared_probability`` (a declared class the model does not know counts as probability 0)."""
+    index = {c: i for i, c in enumerate(classes)}
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    p_pred = proba.max(axis=1)
+    p_decl = np.array(
+        [proba[i, index[int(d)]] if int(d) in index else 0.0 for i, d in enumerate(declared)], np.float32
+    )
+    return (pred != declared) & (p_pred >= min_probability) & (p_decl <= max_declared_probability)

@@ -1,0 +1,162 @@
+"""Model features from the parcel tensor: fixed-period composites, gap-filled, plus temporal summaries.
+
+The tensor (``parcel_timeseries`` or :func:`kz_pipelines.worldcereal.load_worldcereal`) samples each parcel
+irregularly: S2 only on clear days, S1 every few days per pass. Models need one fixed-length vector per
+parcel, so :func:`composites` averages each feature over fixed periods (10 days by default, from the
+season's start) and fills the periods without an observation by linear interpolation in time (the nearest
+value before the first and after the last observation). :func:`parcel_features` flattens those series
+and appends per-feature temporal summaries (mean, std, min, max, 10th/50th/90th percentiles, and the
+position in the season of the maximum and the minimum).
+
+S2 features use each date's parcel median (robust to the few unmasked cloud edges); S1 features the
+parcel mean (averaged in linear power).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import xarray as xr
+
+__all__ = ["MODEL_FEATURES", "FeatureSet", "composites", "fill_gaps", "parcel_features"]
+
+MODEL_FEATURES = (
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+    "NDVI", "NDTI", "NDI5", "NDI7", "PSRI", "TCG",
+    "VV_asc", "VH_asc", "VH_VV_asc", "VV_desc", "VH_desc", "VH_VV_desc",
+)  # fmt: skip
+"""The tensor features the crop models read (S2 bands and indices, S1 per pass direction)."""
+
+_SUMMARIES = ("mean", "std", "min", "max", "p10", "p50", "p90", "argmax", "argmin")
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature matrix.
+
+    Attributes:
+        parcel_ids: row ids.
+        x: (parcels, columns) float32; NaN where a feature was never observed.
+        names: column names (``NDVI@p03`` for a period, ``NDVI:max`` for a summary).
+    """
+
+    parcel_ids: npt.NDArray[np.str_]
+    x: npt.NDArray[np.float32]
+    names: tuple[str, ...]
+
+
+def fill_gaps(a: npt.NDArray[np.floating], axis: int = 1) -> npt.NDArray[np.floating]:
+    """Linear interpolation of NaN gaps along ``axis`` (nearest value at the ends); a series with no value
+    stays NaN. Vectorized over all other axes."""
+    x = np.moveaxis(np.asarray(a, np.float64), axis, -1)
+    n = x.shape[-1]
+    t = np.arange(n)
+    valid = np.isfinite(x)
+    prev = np.maximum.accumulate(np.where(valid, t, -1), axis=-1)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(valid, t, n), -1), axis=-1), -1)
+    pv = np.take_along_axis(x, np.clip(prev, 0, n - 1), -1)
+    nv = np.take_along_axis(x, np.clip(nxt, 0, n - 1), -1)
+    has_prev, has_next = prev >= 0, nxt < n
+    span = np.where(has_prev & has_next & (nxt > prev), nxt - prev, 1)
+    inner = pv + (t - prev) / span * (nv - pv)
+    out = np.where(has_prev & has_next, inner, np.where(has_prev, pv, nv))
+    return np.moveaxis(out, -1, axis).astype(np.asarray(a).dtype)
+
+
+def composites(
+    ds: xr.Dataset,
+    period_days: int = 10,
+    start: str | None = None,
+    end: str | None = None,
+    features: Sequence[str] = MODEL_FEATURES,
+) -> tuple[npt.NDArray[np.float32], pd.DatetimeIndex]:
+    """Per parcel, period and feature: the mean of the observed dates in the period, gaps filled.
+
+    Args:
+        ds: a parcel tensor (``obs`` with dims parcel, time, feature, stat).
+        period_days: period length, days.
+        start: first day of the first period (default: the first day with an observation).
+        end: last day (default: the last day with an observation).
+        features: tensor features to use (absent ones are NaN).
+
+    Returns:
+        (parcels, periods, features) float32 and the periods' first days.
+    """
+    obs = ds["obs"]
+    present = [f for f in features if f in obs["feature"].to_numpy()]
+    s2 = [f for f in present if not f.startswith("V")]
+    s1 = [f for f in present if f.startswith("V")]
+    parts = []
+    if s2:
+        parts.append(obs.sel(feature=s2, stat="median"))
+    if s1:
+        parts.append(obs.sel(feature=s1, stat="mean"))
+    values = xr.concat(parts, dim="feature", coords="minimal", compat="override").transpose(
+        "parcel", "time", "feature"
+    )
+    seen = (values.count(("parcel", "feature")) > 0).to_numpy()
+    times = pd.DatetimeIndex(values["time"].to_numpy())
+    observed = times[seen]
+    if observed.empty:
+        raise ValueError("the tensor has no observation")
+    t0 = pd.Timestamp(start) if start else observed[0].normalize()
+    t1 = pd.Timestamp(end) if end else observed[-1].normalize()
+    keep = (times >= t0) & (times <= t1) & seen
+    v = np.asarray(values.isel(time=np.flatnonzero(keep)).to_numpy(), np.float64)
+    period = ((times[keep] - t0).days // period_days).to_numpy()
+    n_periods = int((t1 - t0).days // period_days) + 1
+    total = np.zeros((v.shape[0], n_periods, v.shape[2]))
+    count = np.zeros_like(total)
+    for p in range(n_periods):
+        block = v[:, period == p, :]
+        total[:, p] = np.nansum(block, axis=1)
+        count[:, p] = np.isfinite(block).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    out = np.full((v.shape[0], n_periods, len(features)), np.nan, np.float32)
+    order = s2 + s1
+    for j, f in enumerate(features):
+        if f in order:
+            out[:, :, j] = mean[:, :, order.index(f)]
+    periods = pd.date_range(t0, periods=n_periods, freq=f"{period_days}D")
+    return fill_gaps(out, axis=1), periods
+
+
+def parcel_features(
+    ds: xr.Dataset,
+    period_days: int = 10,
+    start: str | None = None,
+    end: str | None = None,
+    features: Sequence[str] = MODEL_FEATURES,
+) -> FeatureSet:
+    """The model's input: composited, gap-filled series flattened, plus temporal summaries per feature."""
+    series, periods = composites(ds, period_days, start, end, features)
+    n, t, k = series.shape
+    names = [f"{f}@p{p:02d}" for p in range(t) for f in features]
+    cols = [series.reshape(n, t * k)]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature never observed stays NaN, by design
+        stats = {
+            "mean": np.nanmean(series, axis=1),
+            "std": np.nanstd(series, axis=1),
+            "min": np.nanmin(series, axis=1),
+            "max": np.nanmax(series, axis=1),
+            "p10": np.nanpercentile(series, 10, axis=1),
+            "p50": np.nanpercentile(series, 50, axis=1),
+            "p90": np.nanpercentile(series, 90, axis=1),
+        }
+        filled = np.where(np.isfinite(series), series, -np.inf)
+        stats["argmax"] = np.where(np.isfinite(stats["max"]), filled.argmax(axis=1) / max(1, t - 1), np.nan)
+        filled = np.where(np.isfinite(series), series, np.inf)
+        stats["argmin"] = np.where(np.isfinite(stats["min"]), filled.argmin(axis=1) / max(1, t - 1), np.nan)
+    for s in _SUMMARIES:
+        cols.append(stats[s])
+        names += [f"{f}:{s}" for f in features]
+    values = np.concatenate(cols, axis=1).astype(np.float32)
+    ids = np.array([str(p) for p in ds["parcel"].to_numpy()])  # Zarr may hand back numpy StringDType
+    return FeatureSet(ids, values, tuple(names))

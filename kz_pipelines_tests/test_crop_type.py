@@ -1,0 +1,135 @@
+"""Crop type: features from the tensor, balancing, both models trained and selected, safe saving, and the
+disagreement list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kz_pipelines.models.crop_type import (
+    CropTypeConfig,
+    balance,
+    disagreements,
+    load_crop_model,
+    save_crop_model,
+    train_crop_model,
+)
+from kz_pipelines.models.features import composites, fill_gaps, parcel_features
+from kz_pipelines.splits import SplitSpec, split
+from kz_pipelines.timeseries import TENSOR_FEATURES
+from kz_pipelines.zonal import STATS
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    slope=st.floats(-2, 2),
+    offset=st.floats(-5, 5),
+    mask=st.lists(st.booleans(), min_size=8, max_size=30),
+)
+def test_fill_gaps_is_exact_on_lines_and_nearest_at_the_ends(
+    slope: float, offset: float, mask: list[bool]
+) -> None:
+    t = np.arange(len(mask), dtype=np.float64)
+    line = offset + slope * t
+    gappy = np.where(mask, line, np.nan)[None, :]
+    filled = fill_gaps(gappy)[0]
+    if not any(mask):
+        assert np.isnan(filled).all()
+        return
+    first, last = mask.index(True), len(mask) - 1 - mask[::-1].index(True)
+    np.testing.assert_allclose(filled[first : last + 1], line[first : last + 1], atol=1e-9)
+    assert (filled[:first] == line[first]).all()
+    assert (filled[last + 1 :] == line[last]).all()
+
+
+def _tensor(values: np.ndarray, days: list[str]) -> xr.Dataset:
+    """A tensor of one feature (NDVI, as the median) for parcels x days."""
+    obs = np.full((values.shape[0], len(days), len(TENSOR_FEATURES), len(STATS)), np.nan, np.float32)
+    obs[:, :, TENSOR_FEATURES.index("NDVI"), STATS.index("median")] = values
+    return xr.Dataset(
+        {"obs": (("parcel", "time", "feature", "stat"), obs)},
+        coords={
+            "parcel": [f"p{i}" for i in range(values.shape[0])],
+            "time": pd.to_datetime(days),
+            "feature": list(TENSOR_FEATURES),
+            "stat": list(STATS),
+        },
+    )
+
+
+def test_composites_average_each_period_and_fill_the_gaps() -> None:
+    days = ["2024-05-01", "2024-05-03", "2024-05-25", "2024-06-10"]
+    ds = _tensor(np.array([[0.2, 0.4, 0.5, 0.9]]), days)
+    series, periods = composites(ds, period_days=10, features=("NDVI", "VV_asc"))
+    assert list(periods.strftime("%m-%d")) == ["05-01", "05-11", "05-21", "05-31", "06-10"]
+    ndvi = series[0, :, 0]
+    np.testing.assert_allclose(ndvi, [0.3, 0.4, 0.5, 0.7, 0.9], atol=1e-6)  # 05-11 and 05-31 interpolated
+    assert np.isnan(series[0, :, 1]).all()  # never observed
+    fs = parcel_features(ds, features=("NDVI",))
+    cols = dict(zip(fs.names, fs.x[0], strict=True))
+    assert cols["NDVI@p00"] == pytest.approx(0.3)
+    assert cols["NDVI:max"] == pytest.approx(0.9)
+    assert cols["NDVI:argmax"] == pytest.approx(1.0)
+
+
+def test_balance_caps_and_oversamples_with_noise() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(130, 3))
+    y = np.array([1] * 100 + [2] * 25 + [3] * 5)
+    xb, yb = balance(x, y, cap=40, min_count=20, noise=0.05, rng=rng)
+    assert np.bincount(yb).tolist() == [0, 40, 25, 20]
+    small = xb[yb == 3]
+    assert len({tuple(r) for r in small.round(6)}) == 20  # the copies are not exact duplicates
+
+
+def _separable(n_per_class: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes with distinct mean profiles over 12 periods plus noise (a crop-calendar caricature)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, 12)
+    xs, ys = [], []
+    for c in range(classes):
+        peak = 0.15 + 0.7 * c / max(1, classes - 1)
+        profile = np.exp(-((t - peak) ** 2) / 0.02)
+        xs.append(profile + rng.normal(0, 0.15, (n_per_class, 12)))
+        ys += [c + 1] * n_per_class
+    return np.concatenate(xs).astype(np.float32), np.array(ys)
+
+
+def test_models_trained_selected_on_validation_and_scored_on_test(tmp_path: Path) -> None:
+    x, y = _separable(60, 6, seed=1)
+    res = split(y, [SplitSpec("test", 0.2), SplitSpec("validation", 0.2), SplitSpec("train", 0.6)], seed=2)
+    cfg = CropTypeConfig(lgb_rounds=150, mlp_epochs=60, min_count=10, threads=2)
+    names = tuple(f"f{i}" for i in range(12))
+    best, models = train_crop_model(
+        x, y, res.indices("train"), res.indices("validation"), res.indices("test"), names, cfg
+    )
+    assert set(models) == {"lightgbm", "mlp"}
+    card = best.card
+    assert card["selected"] == best.kind
+    assert card["validation"][best.kind]["macro_f1"] == max(
+        v["macro_f1"] for v in card["validation"].values()
+    )
+    assert card["test"]["macro_f1"] > 0.9  # held-out samples of well separated classes
+    assert card["test"]["n"] == len(res.indices("test"))
+    assert set(card["test"]["recall"]) == {str(c) for c in range(1, 7)}
+    assert np.allclose(np.sum(card["test"]["confusion_normalized"], axis=1), 1)
+    for kind, model in models.items():  # safe formats, identical predictions after loading
+        folder = tmp_path / kind
+        save_crop_model(folder, model)
+        assert not list(folder.glob("*.pkl"))
+        back = load_crop_model(folder)
+        np.testing.assert_allclose(back.predict_proba(x), model.predict_proba(x), atol=1e-6)
+
+
+def test_disagreements_need_confident_contradiction() -> None:
+    proba = np.array([[0.9, 0.05, 0.05], [0.5, 0.4, 0.1], [0.85, 0.12, 0.03], [0.95, 0.03, 0.02]])
+    classes = (1, 7, 24)
+    declared = np.array([7, 7, 7, 99])  # 99: a class the model does not know
+    flags = disagreements(proba, classes, declared)
+    assert flags.tolist() == [True, False, False, True]
