@@ -6,6 +6,7 @@ import dagster as dg
 
 from kz_pipelines.defs.assets import s1_items, s1_scenes, s2_items, s2_scenes
 from kz_pipelines.defs.cloudmask import CloudMaskResource, cloud_mask_model, s2_cloud_mask
+from kz_pipelines.defs.croptype import crop_type_model, crop_type_predictions
 from kz_pipelines.defs.parcels import parcel_observations, parcel_timeseries, parcels
 from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 
@@ -24,6 +25,14 @@ daily_job = dg.define_asset_job(
 )
 parcels_job = dg.define_asset_job(
     "load_parcels", selection=[parcels], description="Load and clean the declared parcels of a season."
+)
+crop_type_model_job = dg.define_asset_job(
+    "train_crop_type", selection=[crop_type_model], description="Train the season's crop type model."
+)
+crop_type_job = dg.define_asset_job(
+    "score_crop_type",
+    selection=[crop_type_predictions],
+    description="Predict the crop type of a season x tile's parcels and list confident disagreements.",
 )
 timeseries_job = dg.define_asset_job(
     "timeseries",
@@ -45,15 +54,27 @@ defs = dg.Definitions(
         parcels,
         parcel_observations,
         parcel_timeseries,
+        crop_type_model,
+        crop_type_predictions,
     ],
-    jobs=[ingest_job, daily_job, cloud_mask_model_job, parcels_job, timeseries_job],
+    jobs=[
+        ingest_job,
+        daily_job,
+        cloud_mask_model_job,
+        parcels_job,
+        timeseries_job,
+        crop_type_model_job,
+        crop_type_job,
+    ],
     resources={
         "stac": StacResource(
             catalog=dg.EnvVar("KZ_STAC"), provider=os.environ.get("KZ_STAC_PROVIDER", "local")
         ),
         "storage": StorageResource(root=dg.EnvVar("KZ_STORAGE")),
         "parcel_source": ParcelSourceResource(
-            url=dg.EnvVar("KZ_PARCELS"), scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim")
+            url=dg.EnvVar("KZ_PARCELS"),
+            labels=os.environ.get("KZ_LABELS", ""),
+            scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim"),
         ),
         "masker": CloudMaskResource(
             device=os.environ.get("KZ_CLOUDMASK_DEVICE", "auto"),

@@ -294,12 +294,7 @@ def manifest_scenes(path: Path) -> dict[str, list[dict[str, Any]]]:
 def series_png(ds: xr.Dataset, parcels: Sequence[str], features: Sequence[str] = ("NDVI", "VH_asc")) -> bytes:
     """A PNG with one panel per feature: the median of each of ``parcels`` over the season (observed days
     only, as markers joined by lines)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kz_pipelines.plots import plt, png  # the Agg backend first
 
     fig, axes = plt.subplots(len(features), 1, figsize=(8, 2.4 * len(features)), sharex=True, squeeze=False)
     for ax, feature in zip(axes[:, 0], features, strict=True):
@@ -311,7 +306,4 @@ def series_png(ds: xr.Dataset, parcels: Sequence[str], features: Sequence[str] =
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig, dpi=80)

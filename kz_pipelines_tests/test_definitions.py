@@ -23,6 +23,8 @@ def test_definitions_load_with_expected_assets() -> None:
         "parcel_observations": {"date", "tile"},
         "parcel_timeseries": {"season", "tile"},
         "parcels": {"season"},
+        "crop_type_model": {"season"},
+        "crop_type_predictions": {"season", "tile"},
         "cloud_mask_model": set(),
     }
     assert keys == set(partitions)

@@ -19,10 +19,10 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
     cfg = SimConfig(
         seed=2,
         tiles=("35VLF",),
-        size_px=120,
+        size_px=240,
         start=date(2024, 6, 1),
         end=date(2024, 6, 14),
-        n_parcels=4,
+        n_parcels=30,
         l1c=False,
     )
     summary = simulate(cfg, tmp_path / "region")
@@ -52,7 +52,8 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
     )
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 17  # the model, the parcels, one run per partition, the tensor
+        # cloud-mask model, parcels, one run per partition, the tensor, the crop type model, its scores
+        assert len(runs) == 19
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         for asset in (
             "s2_items",
@@ -64,4 +65,5 @@ def test_demo_materializes_all_partitions(tmp_path: Path) -> None:
         ):
             assert len(instance.get_materialized_partitions(dg.AssetKey(asset))) == 14
         assert instance.get_materialized_partitions(dg.AssetKey("parcel_timeseries")) == {"2024|35VLF"}
+        assert instance.get_materialized_partitions(dg.AssetKey("crop_type_predictions")) == {"2024|35VLF"}
         assert instance.get_latest_materialization_event(dg.AssetKey("cloud_mask_model")) is not None

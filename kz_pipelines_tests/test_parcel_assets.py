@@ -169,3 +169,40 @@ def test_tensor_built_then_updated_one_day(pipeline: dict[str, Any]) -> None:
     feature = tensor_feature(row["sensor"], row["orbit"], row["feature"])
     got = float(ds["obs"].sel(parcel=row["parcel_id"], time=str(late), feature=feature, stat="median"))
     assert got == pytest.approx(float(row["value"]))
+
+
+def test_crop_type_trained_and_scored(pipeline: dict[str, Any]) -> None:
+    d, instance, storage = pipeline["defs"], pipeline["instance"], pipeline["storage"]
+    key = dg.MultiPartitionKey({"season": "2024", "tile": TILE})
+    if not (storage / "timeseries" / "2024" / f"{TILE}.zarr").exists():
+        assert (
+            d.resolve_job_def("timeseries").execute_in_process(partition_key=key, instance=instance).success
+        )
+    config = {"ops": {"crop_type_model": {"config": {"lgb_rounds": 30, "mlp_epochs": 5}}}}
+    trained = d.resolve_job_def("train_crop_type").execute_in_process(
+        partition_key="2024", instance=instance, run_config=config
+    )
+    assert trained.success
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("crop_type_model")
+    ).asset_materialization.metadata
+    assert meta["selected"].value in ("lightgbm", "mlp")
+    assert 0 <= meta["test_macro_f1"].value <= 1
+    assert meta["confusion_matrix"].value.startswith("![confusion matrix](data:image/png;base64,")
+    assert meta["split"].value.startswith("| class | test | validation | train | unused | total |")
+    folder = Path(meta["model"].value)
+    assert (folder / "model.json").is_file()
+    assert (folder / "lightgbm.txt").is_file() or (folder / "mlp.safetensors").is_file()
+
+    assert (
+        d.resolve_job_def("score_crop_type").execute_in_process(partition_key=key, instance=instance).success
+    )
+    table = pd.read_parquet(storage / "crop_type" / "2024" / f"{TILE}.parquet")
+    ds = xr.open_zarr(storage / "timeseries" / "2024" / f"{TILE}.zarr")
+    assert sorted(table["parcel_id"]) == sorted(str(p) for p in ds["parcel"].to_numpy())
+    probs = table.filter(like="p_")
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (table["probability"] == probs.max(axis=1)).all()
+    flagged = table[table["disagrees"]]
+    assert (flagged["predicted_class"] != flagged["declared_class"]).all()
+    assert (flagged["probability"] >= 0.8).all()

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (backend first)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from kz_pipelines import plots  # noqa: E402
 from kz_pipelines.cloudmask.classes import CLASS_NAMES, N_CLASSES  # noqa: E402
 
 __all__ = ["CLASS_COLOURS", "class_fractions", "confusion_png", "mask_overlay_png", "training_curve_png"]
@@ -22,13 +23,6 @@ CLASS_COLOURS = np.array(
 )
 """Display colour per class: missing black, clear green, shadow purple, semi-transparent light blue,
 cloud white."""
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def class_fractions(classes: np.ndarray) -> dict[str, float]:
@@ -41,26 +35,7 @@ def class_fractions(classes: np.ndarray) -> dict[str, float]:
 def confusion_png(cm: np.ndarray, title: str) -> bytes:
     """The confusion matrix (rows truth, columns prediction, classes 1-4), row-normalized, as a PNG."""
     sub = cm[1:, 1:].astype(float)
-    norm = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    names = CLASS_NAMES[1:]
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(
-                j,
-                i,
-                f"{norm[i, j]:.2f}",
-                ha="center",
-                va="center",
-                color="black" if norm[i, j] < 0.6 else "white",
-            )
-    ax.set_title(title)
-    return _png(fig)
+    return plots.confusion_png(sub / np.maximum(sub.sum(axis=1, keepdims=True), 1), CLASS_NAMES[1:], title)
 
 
 def training_curve_png(history: Sequence[dict[str, Any]]) -> bytes:
@@ -79,7 +54,7 @@ def training_curve_png(history: Sequence[dict[str, Any]]) -> bytes:
     twin.set_ylim(0, 1)
     lines = ax.get_lines() + twin.get_lines()
     ax.legend(lines, [str(line.get_label()) for line in lines], loc="center right", fontsize=8)
-    return _png(fig)
+    return plots.png(fig)
 
 
 def mask_overlay_png(rgb: np.ndarray, classes: np.ndarray, max_px: int = 512, alpha: float = 0.45) -> bytes:

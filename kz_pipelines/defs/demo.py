@@ -32,7 +32,10 @@ def _resources(region: Path, storage: Path) -> dict[str, Any]:
     return {
         "stac": StacResource(catalog=str(region)),
         "storage": StorageResource(root=str(storage)),
-        "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
+        "parcel_source": ParcelSourceResource(
+            url=str(region / "parcels.parquet"),
+            labels=str(labels) if (labels := region / "labels" / "inspections.parquet").is_file() else "",
+        ),
         "masker": CloudMaskResource(device="auto"),
     }
 
@@ -76,7 +79,7 @@ def run_demo(
     """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), load the season's parcels,
     materialize all per-scene assets (items, scenes, cloud mask, parcel observations) for each day x tile
     of its season, one Dagster run per partition spread over one process per core, then build each
-    season x tile parcel tensor.
+    season x tile parcel tensor, train the season's crop type model and score every tile.
 
     Args:
         region: a simulated region folder (with region.json).
@@ -144,6 +147,23 @@ def run_demo(
                 if not done_ts.success:
                     failed.append(f"parcel_timeseries {key}")
     log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
+    t2 = time.monotonic()
+    with _instance(home) as instance:
+        for season in seasons:
+            trained_ct = _job("train_crop_type").execute_in_process(
+                partition_key=season, instance=instance, raise_on_error=False, run_config=_QUIET
+            )
+            if not trained_ct.success:
+                failed.append(f"crop_type_model {season}")
+                continue
+            for tile in tiles:
+                key = dg.MultiPartitionKey({"season": season, "tile": tile})
+                scored = _job("score_crop_type").execute_in_process(
+                    partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
+                )
+                if not scored.success:
+                    failed.append(f"crop_type_predictions {key}")
+    log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
     return {
         "partitions": len(keys),
         "items": found,

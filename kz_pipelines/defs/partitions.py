@@ -34,3 +34,6 @@ with warnings.catch_warnings():  # both mappings are beta in Dagster 1.12; their
     )
     """A season x tile partition depends on every day of its season on every tile (parcels straddling
     tiles are observed by the neighbours)."""
+
+    SEASON_DIMENSION: dg.PartitionMapping = dg.MultiToSingleDimensionPartitionMapping("season")
+    """A season asset and the season x tile partitions of that season (either way round)."""

@@ -46,6 +46,9 @@ class ParcelSourceResource(dg.ConfigurableResource):
     """
 
     url: str
+    labels: str = ""
+    """Extra labels: a Parquet table (parcel_id, crop_class, source, confidence) of inspector reports, drone
+    observations or field books (`kz_pipelines.labels`); empty: the declarations only."""
     id_column: str = "parcel_id"
     code_column: str = "declared_code"
     scheme: str = "sim"

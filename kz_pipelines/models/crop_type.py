@@ -285,6 +285,11 @@ def train_crop_model(
         trained models by kind.
     """
     classes = tuple(int(c) for c in np.unique(y[train_idx]))
+    if len(classes) < 2 or len(val_idx) == 0 or len(test_idx) == 0:
+        raise ValueError(
+            f"too few labelled parcels to train and score a crop type model: {len(classes)} class(es) in "
+            f"training, {len(val_idx)} validation and {len(test_idx)} test samples"
+        )
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(cfg.seed)
     xb, yb = balance(x[train_idx], y[train_idx], cfg.cap, cfg.min_count, cfg.noise, rng)

@@ -43,11 +43,15 @@ class FeatureSet:
         parcel_ids: row ids.
         x: (parcels, columns) float32; NaN where a feature was never observed.
         names: column names (``NDVI@p03`` for a period, ``NDVI:max`` for a summary).
+        start: first day of the first period (ISO); give it back to score other parcels alike.
+        end: last day covered (ISO).
     """
 
     parcel_ids: npt.NDArray[np.str_]
     x: npt.NDArray[np.float32]
     names: tuple[str, ...]
+    start: str
+    end: str
 
 
 def fill_gaps(a: npt.NDArray[np.floating], axis: int = 1) -> npt.NDArray[np.floating]:
@@ -159,4 +163,5 @@ def parcel_features(
         names += [f"{f}:{s}" for f in features]
     values = np.concatenate(cols, axis=1).astype(np.float32)
     ids = np.array([str(p) for p in ds["parcel"].to_numpy()])  # Zarr may hand back numpy StringDType
-    return FeatureSet(ids, values, tuple(names))
+    end_day = periods[-1] + pd.Timedelta(days=period_days - 1)
+    return FeatureSet(ids, values, tuple(names), str(periods[0].date()), str(end_day.date()))

@@ -11,6 +11,8 @@ Output layout (all written under a temporary folder, renamed into place when com
     OUT/truth/events.parquet         dated events: sowing, emergence, mowing, harvest, ploughing
     OUT/truth/damage.parquet         damaged patches (GeoParquet, EPSG:4326), area in ha and % of parcel
     OUT/truth/cloudmask/<id>.tif     the true 5-class cloud mask of each S2 scene (10 m)
+    OUT/labels/inspections.parquet   inspector reports (parcel_id, crop_class, source, confidence) for a
+                                     random 20% of parcels: the labels an agency trusts for validation
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import stac_geoparquet.arrow
 
 import kz_pipelines
 from kz_pipelines.errors import UserFacingError
-from kz_pipelines.labels import CropClass, load_taxonomy
+from kz_pipelines.labels import CropClass, load_taxonomy, simulated_inspections
 from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_schedule, s2_schedule
 from kz_pipelines.sim.clouds import CloudScene, make_clouds, scene_classification
@@ -120,6 +122,10 @@ class TileWorld:
 def _render_grid(grid: GridSpec) -> GridSpec:
     size = math.ceil(grid.width / 6) * 6
     return GridSpec(grid.epsg, grid.x0, grid.y0, grid.resolution, size, size)
+
+
+INSPECTED_FRACTION = 0.2
+"""Share of parcels with an inspector report in ``labels/inspections.parquet``."""
 
 
 def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> TileWorld:
@@ -407,7 +413,13 @@ def _truth_tables(cfg: SimConfig, worlds: list[TileWorld], root: Path) -> None:
 
     to_wgs84(parcels).to_parquet(root / "parcels.parquet")
     (root / "truth").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(truth).to_parquet(root / "truth" / "parcels.parquet")
+    truth_table = pd.DataFrame(truth)
+    truth_table.to_parquet(root / "truth" / "parcels.parquet")
+    # the simulated agency's on-the-spot checks: inspector reports (the true class) for 20% of parcels
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    simulated_inspections(truth_table, INSPECTED_FRACTION, seed=cfg.seed).to_parquet(
+        root / "labels" / "inspections.parquet"
+    )
     pd.DataFrame(events, columns=["parcel_id", "event", "date"]).to_parquet(root / "truth" / "events.parquet")
     dmg_cols = ["parcel_id", "start_date", "severity", "area_ha", "percent_of_parcel", "epsg", "geometry"]
     (

@@ -1,0 +1,228 @@
+"""Crop type assets: the model of a season, trained on every tile's tensor, and its predictions per tile."""
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from kz_pipelines.defs.metadata import image_md, md_table
+from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries
+from kz_pipelines.defs.partitions import SEASON_DIMENSION, SEASON_PARTITIONS, SEASON_TILE, TILE_PARTITIONS
+from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
+from kz_pipelines.labels import best_labels, declared_labels, load_taxonomy
+from kz_pipelines.models.crop_type import (
+    CropTypeConfig,
+    disagreements,
+    load_crop_model,
+    save_crop_model,
+    train_crop_model,
+)
+from kz_pipelines.models.features import parcel_features
+from kz_pipelines.plots import bars_png, confusion_png
+from kz_pipelines.splits import SplitSpec, split
+from kz_pipelines.storage import atomic_path, write_json
+
+_crop_asset = functools.partial(dg.asset, group_name="crop_type", owners=["team:models"])
+"""The crop type assets: in the crop_type group."""
+
+
+class CropTypeModelConfig(dg.Config):
+    """How the crop type model is trained."""
+
+    period_days: int = 10
+    """Composite period of the features, days."""
+    test_ratio: float = 0.15
+    validation_ratio: float = 0.15
+    trusted_confidence: float = 0.9
+    """Validation and test take only labels at least this trusted (inspector reports, drones)."""
+    models: list[str] = ["lightgbm", "mlp"]
+    lgb_rounds: int = 600
+    mlp_epochs: int = 150
+    seed: int = 0
+
+
+def _tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr.Dataset:
+    """The season tensors of the tiles that have one, parcels of all tiles together (each parcel is in its
+    home tile's tensor only)."""
+    paths = [p for t in sorted(tiles) if (p := storage.path("timeseries", str(season), f"{t}.zarr")).exists()]
+    if not paths:
+        raise FileNotFoundError(f"no parcel_timeseries for season {season}: materialize it first")
+    return xr.concat([xr.open_zarr(p) for p in paths], dim="parcel", coords="minimal", compat="override")
+
+
+def _labels(parcel_source: ParcelSourceResource, storage: StorageResource, season: int) -> pd.DataFrame:
+    """The most trusted label per parcel: declarations, and the extra label table when configured."""
+    parcels = pd.read_parquet(_parcels_path(storage, season), columns=["parcel_id", "crop_class"])
+    tables = [declared_labels(parcels)]
+    if parcel_source.labels:
+        tables.append(pd.read_parquet(parcel_source.labels))
+    return best_labels(*tables)
+
+
+def _class_names(classes: list[int]) -> list[str]:
+    tax = load_taxonomy()
+    return [tax.by_id(c).name for c in classes]
+
+
+@_crop_asset(
+    partitions_def=SEASON_PARTITIONS,
+    kinds={"lightgbm", "pytorch"},
+    code_version="1",
+    deps=[dg.AssetDep(parcel_timeseries, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "The season's crop type model (28 classes): LightGBM and the dense network on composited, gap-filled "
+        "series and temporal summaries of every tile's parcel tensor, balanced classes; validation and test "
+        "only from trusted labels (inspector reports); the better model on validation macro-F1 kept. Card: "
+        "macro and weighted F1 on test, recall per class, confusion matrix, feature importance."
+    ),
+)
+def crop_type_model(
+    context: dg.AssetExecutionContext,
+    config: CropTypeModelConfig,
+    parcel_source: ParcelSourceResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    season = int(context.partition_key)
+    tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
+    ds = _tensor(storage, season, tiles).load()
+    features = parcel_features(ds, config.period_days)
+    labels = _labels(parcel_source, storage, season).set_index("parcel_id").reindex(features.parcel_ids)
+    known = labels["crop_class"].notna().to_numpy()
+    x, y = features.x[known], labels["crop_class"].to_numpy()[known].astype(np.int64)
+    trusted = (labels["confidence"].to_numpy()[known] >= config.trusted_confidence).astype(bool)
+    if trusted.sum() < 10:
+        context.log.warning(f"only {int(trusted.sum())} trusted labels: validation and test use declarations")
+        trusted[:] = True
+    specs = [
+        SplitSpec("test", config.test_ratio, eligible=trusted),
+        SplitSpec("validation", config.validation_ratio, eligible=trusted),
+        SplitSpec("train", 1 - config.test_ratio - config.validation_ratio),
+    ]
+    parts = split(y, specs, seed=config.seed)
+    cfg = CropTypeConfig(
+        lgb_rounds=config.lgb_rounds,
+        mlp_epochs=config.mlp_epochs,
+        models=tuple(config.models),
+        seed=config.seed,
+    )
+    t0 = time.perf_counter()
+    best, _ = train_crop_model(
+        x,
+        y,
+        parts.indices("train"),
+        parts.indices("validation"),
+        parts.indices("test"),
+        features.names,
+        cfg,
+        data={"season": season, "tiles": sorted(tiles), "parcels": int(known.sum())},
+    )
+    best.card["period_days"] = config.period_days
+    best.card["feature_period"] = [features.start, features.end]
+    folder = storage.path("models", "crop_type", str(season), time.strftime("%Y%m%dT%H%M%S"))
+    save_crop_model(folder, best)
+    write_json(storage.path("models", "crop_type", str(season), "current.json"), {"folder": str(folder)})
+    card = best.card
+    names = _class_names(list(best.classes))
+    test = card["test"]
+    report = parts.report()
+    return dg.MaterializeResult(
+        metadata={
+            "selected": card["selected"],
+            "test_macro_f1": round(test["macro_f1"], 4),
+            "test_weighted_f1": round(test["weighted_f1"], 4),
+            "validation": dg.MetadataValue.json(card["validation"]),
+            "recall_per_class": dg.MetadataValue.json(
+                {load_taxonomy().by_id(int(c)).name: round(r, 3) for c, r in test["recall"].items()}
+            ),
+            "confusion_matrix": image_md(
+                confusion_png(np.array(test["confusion_normalized"]), names, f"test ({test['n']} parcels)"),
+                "confusion matrix",
+            ),
+            **(
+                {
+                    "feature_importance": image_md(
+                        bars_png(dict(list(card["feature_importance"].items())[:20]), "LightGBM", "gain"),
+                        "feature importance",
+                    )
+                }
+                if "feature_importance" in card
+                else {}
+            ),
+            "split": dg.MetadataValue.md(md_table(report.reset_index())),
+            "training_seconds": dg.MetadataValue.json(card["training_seconds"]),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "model": dg.MetadataValue.path(str(folder)),
+        }
+    )
+
+
+@_crop_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"parquet"},
+    code_version="1",
+    deps=[parcel_timeseries, dg.AssetDep(crop_type_model, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "Per parcel of the tile: the predicted crop class, the probability of every class, the declared "
+        "class, and `disagrees`: the prediction contradicts the declaration with high confidence "
+        "(predicted class probability >= 0.8, declared class <= 0.1): the list a paying agency inspects."
+    ),
+)
+def crop_type_predictions(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    season, tile = int(keys["season"]), keys["tile"]
+    pointer = storage.path("models", "crop_type", str(season), "current.json")
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no crop type model for season {season}: materialize crop_type_model first")
+    model = load_crop_model(Path(json.loads(pointer.read_text())["folder"]))
+    ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
+    start, end = model.card["feature_period"]
+    features = parcel_features(ds, int(model.card["period_days"]), start=start, end=end)
+    x = _aligned(features.x, features.names, model.feature_names)
+    proba = model.predict_proba(x)
+    classes = np.asarray(model.classes)
+    declared = ds["crop_class"].to_numpy().astype(np.int64)
+    flags = disagreements(proba, model.classes, declared)
+    names = _class_names(list(model.classes))
+    table = pd.DataFrame(
+        {
+            "parcel_id": features.parcel_ids,
+            "declared_class": declared,
+            "predicted_class": classes[proba.argmax(axis=1)],
+            "probability": proba.max(axis=1),
+            "disagrees": flags,
+        }
+    )
+    for j, name in enumerate(names):
+        table[f"p_{name}"] = proba[:, j]
+    path = storage.path("crop_type", str(season), f"{tile}.parquet")
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp)
+    agree = float((table["predicted_class"] == table["declared_class"]).mean())
+    shown = table.loc[flags, ["parcel_id", "declared_class", "predicted_class", "probability"]].head(50)
+    return dg.MaterializeResult(
+        metadata={
+            "parcels": len(table),
+            "agrees_with_declaration": round(agree, 4),
+            "disagreements": int(flags.sum()),
+            "to_inspect": dg.MetadataValue.md(md_table(shown) if len(shown) else "none"),
+            "model": model.card.get("selected", model.kind),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def _aligned(x: np.ndarray, names: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
+    """Columns of ``x`` in the model's feature order (a column the model knows but the data lacks is NaN)."""
+    pos = {n: i for i, n in enumerate(names)}
+    out = np.full((x.shape[0], len(wanted)), np.nan, np.float32)
+    for j, n in enumerate(wanted):
+        if n in pos:
+            out[:, j] = x[:, pos[n]]
+    return out
