@@ -249,6 +249,19 @@ def bench_zonal(
     _print_bench(run(work, size_px, parcels, band_dates, log=log), json_)
 
 
+@bench_app.command("croptype")
+def bench_croptype(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    parcels: Annotated[int, typer.Option(help="Parcels; the targets are for 200000.")] = 200_000,
+    dates: Annotated[int, typer.Option(help="Dates of the synthetic season.")] = 40,
+    features: Annotated[int, typer.Option(help="Features per date.")] = 30,
+) -> None:
+    """Crop type at national scale: LightGBM (and network) training time, scoring parcels per second."""
+    from kz_pipelines.bench.croptype import run
+
+    _print_bench(run(parcels, dates, features, log=lambda m: err.print(m, highlight=False)), json_)
+
+
 @eval_app.command("cloudmask")
 def eval_cloudmask(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
