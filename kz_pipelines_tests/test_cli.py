@@ -146,3 +146,19 @@ def test_bench_zonal_json_names_every_target(tmp_path: Path) -> None:
     for engine in ("ours", "exactextract", "rasterstats"):
         assert figures[f"{engine}_parcel_band_dates_per_s"] > 0
     assert figures["national_season_hours_ours"] > 0
+
+
+@pytest.mark.slow
+def test_bench_croptype_json_names_every_target() -> None:
+    out = kz("bench", "croptype", "--json", "--parcels", "3000", "--dates", "8", "--features", "4")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "croptype"
+    assert set(result["targets"]) == {"lightgbm_train_s", "score_parcels_per_s"}
+    assert result["targets"]["lightgbm_train_s"]["target"] == 600.0
+    assert result["targets"]["score_parcels_per_s"]["target"] == 100000.0
+    figures = result["figures"]
+    assert figures["columns"] == 8 * 4 + 9 * 4
+    assert figures["lightgbm_parcels_per_s"] > 0
+    assert figures["mlp_parcels_per_s"] > 0
+    assert figures["selected_on_validation"] in ("lightgbm", "mlp")
