@@ -276,6 +276,18 @@ def eval_cloudmask(
     _print_bench(run(work, log=lambda m: err.print(m, highlight=False), quick=quick), json_)
 
 
+@eval_app.command("croptype")
+def eval_croptype(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    quick: Annotated[bool, typer.Option(help="Fewer trees and epochs (a smoke run).")] = False,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+) -> None:
+    """Crop type vs a random forest and plain LightGBM on real French LPIS parcels (k-fold CV)."""
+    from kz_pipelines.models.crop_eval import run
+
+    _print_bench(run(log=lambda m: err.print(m, highlight=False), quick=quick, folds=folds), json_)
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit code 2."""
     try:

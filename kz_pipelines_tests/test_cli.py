@@ -162,3 +162,25 @@ def test_bench_croptype_json_names_every_target() -> None:
     assert figures["lightgbm_parcels_per_s"] > 0
     assert figures["mlp_parcels_per_s"] > 0
     assert figures["selected_on_validation"] in ("lightgbm", "mlp")
+
+
+@pytest.mark.slow
+def test_eval_croptype_quick_names_every_target() -> None:
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcereal_lpis"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found")
+    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "croptype"
+    expected = {
+        f"{name}_ours_minus_best_baseline_{avg}_f1"
+        for name in ("fra_2023_dekad", "fra_2022_month")
+        for avg in ("macro", "weighted")
+    }
+    assert set(result["targets"]) == expected | {"sim_heldout_macro_f1"}
+    assert result["targets"]["sim_heldout_macro_f1"]["value"] is None
+    figures = result["figures"]
+    assert figures["fra_2023_dekad_parcels"] == 417  # the samples whose ewoc_code has a class here
+    for model in ("ours", "random_forest", "lightgbm_plain"):
+        assert 0 < figures[f"fra_2022_month_{model}_macro_f1"] <= 1
