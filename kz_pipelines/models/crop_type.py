@@ -125,8 +125,7 @@ def balance(
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Undersample classes over ``cap``, oversample classes under ``min_count`` with noisy copies."""
-    sd = np.nanstd(x, axis=0) if len(x) else np.zeros(x.shape[1])
-    sd = np.where(np.isfinite(sd), sd, 0.0)
+    sd = _column_moments(x)[1]
     xs, ys = [], []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -139,6 +138,16 @@ def balance(
             xs.append(x[extra] + rng.normal(0, 1, (len(extra), x.shape[1])) * noise * sd)
             ys.append(y[extra])
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+
+def _column_moments(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per column mean and standard deviation over the finite values; 0 and 0 for a column with none."""
+    finite = np.isfinite(x)
+    n = np.maximum(finite.sum(axis=0), 1)
+    z = np.where(finite, x, 0.0)
+    mean = z.sum(axis=0) / n
+    var = np.where(finite, (z - mean) ** 2, 0.0).sum(axis=0) / n
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
 
 
 def scores(
@@ -230,10 +239,8 @@ def _train_mlp(
     xb: Matrix, yb: Classes, xv: Matrix, yv: Classes, n_classes: int, cfg: CropTypeConfig
 ) -> tuple[nn.Module, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     torch.manual_seed(cfg.seed)
-    mean = np.nanmean(xb, axis=0).astype(np.float32)
-    std = np.nanstd(xb, axis=0).astype(np.float32)
-    mean = np.where(np.isfinite(mean), mean, 0).astype(np.float32)
-    std = np.where(np.isfinite(std) & (std > 1e-6), std, 1).astype(np.float32)
+    mean, std = _column_moments(xb)
+    std = np.where(std > 1e-6, std, 1).astype(np.float32)
     tx, ty = torch.from_numpy(_standardize(xb, mean, std)), torch.from_numpy(yb)
     vx = torch.from_numpy(_standardize(xv, mean, std))
     net = _mlp(xb.shape[1], n_classes)
