@@ -136,34 +136,28 @@ def run_demo(
             failed += bad
             done += futures[fut]
             log(f"demo: {done}/{len(keys)} partitions, {time.monotonic() - t0:.0f} s, items so far {found}")
+
+    def season_run(job: str, key: str, instance: dg.DagsterInstance) -> bool:
+        """One run of a season (or season x tile) job; a failure is recorded, not raised."""
+        result = _job(job).execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
+        )
+        if not result.success:
+            failed.append(f"{job} {key}")
+        return result.success
+
     t1 = time.monotonic()
     with _instance(home) as instance:
+        season_tiles = [(s, dg.MultiPartitionKey({"season": s, "tile": t})) for s in seasons for t in tiles]
+        for _, key in season_tiles:
+            season_run("timeseries", key, instance)
+        log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
+        t2 = time.monotonic()
         for season in seasons:
-            for tile in tiles:
-                key = dg.MultiPartitionKey({"season": season, "tile": tile})
-                done_ts = _job("timeseries").execute_in_process(
-                    partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
-                )
-                if not done_ts.success:
-                    failed.append(f"parcel_timeseries {key}")
-    log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
-    t2 = time.monotonic()
-    with _instance(home) as instance:
-        for season in seasons:
-            trained_ct = _job("train_crop_type").execute_in_process(
-                partition_key=season, instance=instance, raise_on_error=False, run_config=_QUIET
-            )
-            if not trained_ct.success:
-                failed.append(f"crop_type_model {season}")
-                continue
-            for tile in tiles:
-                key = dg.MultiPartitionKey({"season": season, "tile": tile})
-                scored = _job("score_crop_type").execute_in_process(
-                    partition_key=key, instance=instance, raise_on_error=False, run_config=_QUIET
-                )
-                if not scored.success:
-                    failed.append(f"crop_type_predictions {key}")
-    log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
+            if season_run("train_crop_type", season, instance):
+                for _, key in (st for st in season_tiles if st[0] == season):
+                    season_run("score_crop_type", key, instance)
+        log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
     return {
         "partitions": len(keys),
         "items": found,
