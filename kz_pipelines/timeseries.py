@@ -16,11 +16,11 @@ never written (they read as NaN), so a season of 200,000 parcels neither has to 
 the disk with empty days.
 
 Updates are incremental (:func:`update_tensor`): the store's manifest remembers, per day, a digest of the
-observation files it was built from; only days whose files are new or changed are written. A different
-parcel set (a new declaration) rebuilds the store. Observations of the same parcel and day from several
-scenes or tiles (a parcel straddling two overlapping tiles, two passes the same day) are merged by
-:func:`merge_observations`: per parcel and tensor feature the scene with the most valid pixels wins,
-so overlapping tiles are never counted twice.
+observation files it was built from (path, size, modification time); only days whose files are new or
+changed are written. A different parcel set (a new declaration) rebuilds the store. Observations of the
+same parcel and day from several scenes or tiles (a parcel straddling two overlapping tiles, two passes
+the same day) are merged by :func:`merge_observations`: per parcel and tensor feature the scene with the
+most valid pixels wins, so overlapping tiles are never counted twice.
 """
 
 from __future__ import annotations
@@ -161,10 +161,13 @@ class TensorUpdate:
 
 
 def _digest(paths: Sequence[Path]) -> str:
+    """What a day's observation files are now: path, size and modification time of each (observation files
+    are replaced atomically, so a rewritten file has a new time; nothing is read, which matters when a
+    national season has thousands of large files)."""
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(str(p.name).encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        st = p.stat()
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
