@@ -74,18 +74,16 @@ def _frame(
     stats: npt.NDArray[np.float64],
 ) -> pd.DataFrame:
     """(parcels, features, STATS) statistics -> long table rows; parcels without a valid pixel left out."""
-    n, k = stats.shape[0], stats.shape[1]
-    seen = stats[:, :, 5] > 0  # (n, k)
-    p_idx, f_idx = np.nonzero(seen)
+    p_idx, f_idx = np.nonzero(stats[:, :, 5] > 0)
     m = len(_VALUE_STATS)
     ids = np.asarray(parcel_ids, dtype=object)
     return pd.DataFrame(
         {
-            "parcel_id": np.repeat(ids[p_idx] if n else ids[:0], m),
+            "parcel_id": np.repeat(ids[p_idx], m),
             "date": pd.Series(np.full(p_idx.size * m, np.datetime64(day, "D")), dtype="datetime64[ns]"),
             "sensor": pd.Categorical([sensor] * (p_idx.size * m), categories=["S1", "S2"]),
             "orbit": np.full(p_idx.size * m, orbit, dtype=object),
-            "feature": np.repeat(np.asarray(features, dtype=object)[f_idx] if k else [], m).astype(object),
+            "feature": np.repeat(np.asarray(features, dtype=object)[f_idx], m),
             "stat": np.tile(np.asarray(_VALUE_STATS, dtype=object), p_idx.size),
             "value": stats[p_idx, f_idx, :m].reshape(-1).astype(np.float32),
             "valid_count": np.repeat(stats[p_idx, f_idx, 5], m).astype(np.int32),

@@ -184,8 +184,9 @@ def crop_type_predictions(
     ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
     start, end = model.card["feature_period"]
     features = parcel_features(ds, int(model.card["period_days"]), start=start, end=end)
-    x = _aligned(features.x, features.names, model.feature_names)
-    proba = model.predict_proba(x)
+    if features.names != model.feature_names:  # same period and features give the same columns
+        raise ValueError(f"the features of {tile} do not match the model's columns; retrain crop_type_model")
+    proba = model.predict_proba(features.x)
     classes = np.asarray(model.classes)
     declared = ds["crop_class"].to_numpy().astype(np.int64)
     flags = disagreements(proba, model.classes, declared)
@@ -216,13 +217,3 @@ def crop_type_predictions(
             "path": dg.MetadataValue.path(str(path)),
         }
     )
-
-
-def _aligned(x: np.ndarray, names: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
-    """Columns of ``x`` in the model's feature order (a column the model knows but the data lacks is NaN)."""
-    pos = {n: i for i, n in enumerate(names)}
-    out = np.full((x.shape[0], len(wanted)), np.nan, np.float32)
-    for j, n in enumerate(wanted):
-        if n in pos:
-            out[:, j] = x[:, pos[n]]
-    return out

@@ -30,7 +30,7 @@ from kz_pipelines.defs.partitions import (
 from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
 from kz_pipelines.observations import empty_observations, s1_observations, s2_observations
 from kz_pipelines.parcels import clean_parcels, home_tiles, read_parcels, tile_parcels
-from kz_pipelines.raster import footprint
+from kz_pipelines.raster import GridSpec, footprint
 from kz_pipelines.scenes import open_scenes, store_grid
 from kz_pipelines.storage import atomic_path, write_json
 from kz_pipelines.tiles import s2_tile
@@ -104,10 +104,9 @@ def parcels(
     )
 
 
-def _index(storage: StorageResource, season: int, tile: str, store: Path) -> ParcelIndex:
-    """The tile's parcel index on a scene store's grid: rasterized once per season, tile and grid (S2 and S1
-    scenes on the same tile grid share it), then reused by every date; rebuilt when the parcels change."""
-    grid = store_grid(open_scenes(store))
+def _index(storage: StorageResource, season: int, tile: str, grid: GridSpec) -> ParcelIndex:
+    """The tile's parcel index on a scene grid: rasterized once per season, tile and grid (S2 and S1 scenes
+    on the same tile grid share it), then reused by every date; rebuilt when the parcels change."""
     key = hashlib.sha256(repr(astuple(grid)).encode()).hexdigest()[:12]
     cached = storage.path("parcels", str(season), "index", f"{tile}-{key}.npz")
     declared = _parcels_path(storage, season)
@@ -160,7 +159,7 @@ def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResou
     s2_store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
     if s2_store.exists():
         ds = open_scenes(s2_store)
-        index = _index(storage, season, tile, s2_store)
+        index = _index(storage, season, tile, store_grid(ds))
         for t in range(ds.sizes["time"]):
             scene = ds.isel(time=t)
             item_id = str(scene.item_id.values)
@@ -176,7 +175,7 @@ def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResou
     s1_store = storage.path("scenes", "s1", tile, f"{day}.zarr")
     if s1_store.exists():
         ds = open_scenes(s1_store)
-        index = _index(storage, season, tile, s1_store)
+        index = _index(storage, season, tile, store_grid(ds))
         for t in range(ds.sizes["time"]):
             scene = ds.isel(time=t)
             orbit = f"{scene.orbit_state.to_numpy()}/{int(scene.relative_orbit)}"
@@ -247,13 +246,14 @@ def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResourc
     path = storage.path("timeseries", str(season), f"{tile}.zarr")
     update = update_tensor(path, home, season, sources, log=context.log.info)
     ds = xr.open_zarr(path)
-    counts = ds["obs"].sel(stat="count")
-    s2_days = np.isfinite(counts.sel(feature="NDVI")).any("parcel").compute()
-    s1_feature = max(("VH_asc", "VH_desc"), key=lambda f: int(np.isfinite(counts.sel(feature=f)).sum()))
-    s1_days = np.isfinite(counts.sel(feature=s1_feature)).any("parcel").compute()
+    # which (parcel, day) pairs hold an observation, read once for the features the metadata shows
+    seen = (ds["obs"].sel(stat="count", feature=["NDVI", "VH_asc", "VH_desc"]) > 0).compute()
+    s2_days = seen.sel(feature="NDVI").any("parcel")
+    s1_feature = max(("VH_asc", "VH_desc"), key=lambda f: int(seen.sel(feature=f).sum()))
+    s1_days = seen.sel(feature=s1_feature).any("parcel")
     s2 = [s for scenes in manifest_scenes(path).values() for s in scenes if s["sensor"] == "S2"]
     cloud_free = sum(s["clear_parcels"] for s in s2) / max(1, sum(s["parcels"] for s in s2))
-    observed = counts.sel(feature="NDVI").count("time").compute().to_series().sort_values(ascending=False)
+    observed = seen.sel(feature="NDVI").sum("time").to_series().sort_values(ascending=False)
     shown = observed.index[:: max(1, len(observed) // 4)][:4].tolist()
     return dg.MaterializeResult(
         metadata={

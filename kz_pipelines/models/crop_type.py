@@ -348,8 +348,6 @@ def train_crop_model(
         gain = best.booster.feature_importance("gain")
         top = np.argsort(gain)[::-1][:30]
         best.card["feature_importance"] = {feature_names[i]: float(gain[i]) for i in top}
-    for m in models.values():
-        m.card.setdefault("selected", chosen)
     return best, models
 
 
