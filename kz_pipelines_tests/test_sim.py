@@ -20,8 +20,10 @@ from s2cloudless import S2PixelCloudDetector
 from kz_pipelines.raster import footprint
 from kz_pipelines.sim import SimConfig, SimConfigError, simulate
 from kz_pipelines.sim.clouds import CLEAR, CLOUD
-from kz_pipelines.sim.region import SimOutputError, day_state, plan_region, render_s2_scene
-from kz_pipelines.sim.render import ENL, covers, s1_sigma0
+from kz_pipelines.sim.phenology import CLASS_TRAITS, simulate_calendar
+from kz_pipelines.sim.region import SimOutputError, build_tile, day_state, plan_region, render_s2_scene
+from kz_pipelines.sim.render import ENL, covers, s1_sigma0, surface_band
+from kz_pipelines.sim.spectra import SPECTRA, band_index
 from kz_pipelines.stac import open_search
 from kz_pipelines_tests.conftest import SMALL
 from kz_pipelines_tests.stac_validation import validate_stac
@@ -204,6 +206,41 @@ def test_ndvi_of_dense_canopy_and_bare_soil(region: Path) -> None:
     assert bare_all.size > 100
     assert 0.7 <= np.median(dense_all) <= 0.9
     assert 0.05 <= np.median(bare_all) <= 0.25
+
+
+def test_crops_of_one_group_differ_in_calendar() -> None:
+    """Winter barley ripens weeks before winter wheat: the same draws give a harvest earlier by the
+    difference of their traits."""
+    doy = np.arange(91, 305)
+    harvest = {}
+    for name in ("winter_wheat", "winter_barley"):
+        days = []
+        for seed in range(30):
+            cal = simulate_calendar(np.random.default_rng(seed), "winter_cereal", name, True, doy, False)
+            days.append(next(d for e, d in cal.events if e == "harvest"))
+        harvest[name] = np.array(days)
+    expected = CLASS_TRAITS["winter_wheat"].ripen - CLASS_TRAITS["winter_barley"].ripen
+    assert np.allclose(harvest["winter_wheat"] - harvest["winter_barley"], expected, atol=1)
+
+
+def test_parcel_canopy_follows_its_class_and_scales_green_reflectance() -> None:
+    world = build_tile(SMALL, 0, 60, first_id=0)
+    nir = band_index("B08")
+    for i, c in enumerate(world.classes):
+        traits = CLASS_TRAITS[c.name]
+        assert abs(world.canopy[i + 1, nir] / traits.canopy[2] - 1) < 0.15  # the class, +-5 sigma
+        assert abs(world.volume[i + 1] / traits.volume - 1) < 0.25
+    assert np.all(world.canopy[0] == 1.0)  # background: no crop
+    # on a pixel of pure green cover the reflectance is the endmember scaled by the parcel's canopy
+    state = day_state(world, 60)
+    cov = covers(world.land, state)
+    pure = (world.land.parcel_index > 0) & (cov.dry == 0) & (cov.green > 0.5)
+    refl = surface_band(world.land, cov, nir)
+    pid = world.land.parcel_index[pure]
+    bare = (1 - cov.green[pure]) * cov.soil[pure] * SPECTRA["soil"][nir]
+    expected = cov.green[pure] * SPECTRA["green_vegetation"][nir] * world.canopy[pid, nir] + bare
+    assert pure.sum() > 100
+    assert np.allclose(refl[pure], expected, rtol=1e-5)
 
 
 def test_s2cloudless_sees_simulated_clouds_like_real_ones(region: Path) -> None:

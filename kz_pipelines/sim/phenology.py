@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CropCalendar", "GROUP_CALENDARS", "simulate_calendar", "soil_moisture"]
+__all__ = [
+    "CLASS_TRAITS",
+    "ClassTraits",
+    "CropCalendar",
+    "GROUP_CALENDARS",
+    "simulate_calendar",
+    "soil_moisture",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,62 @@ GROUP_CALENDARS: dict[str, GroupCalendar] = {
     "grassland": GroupCalendar(None, 0, 112, 0.85, 0.35, 295, None, 0.0),
     "fallow": GroupCalendar(None, 0, 135, 0.45, 0.10, 280, None, 0.0),
 }
+
+
+@dataclass(frozen=True)
+class ClassTraits:
+    """How a crop class departs from its group's mean calendar and canopy: what tells the crops of one
+    group apart (winter barley ripens weeks before winter wheat; faba beans stand taller and leafier than
+    peas). Values are plausible orderings from crop physiology, not measurements.
+
+    Attributes:
+        shift: days added to the sowing day (sown crops) or to the green-up midpoint (overwintered ones).
+        ripen: days added to the senescence and harvest days.
+        peak: added to the group's peak green cover.
+        canopy: scale of the green vegetation spectrum in the visible (B01-B04), red-edge (B05-B07),
+            near-infrared (B08, B8A, B09) and shortwave-infrared (B11, B12) bands: leaf pigments,
+            canopy architecture, leaf water.
+        volume: scale of the canopy's radar volume scattering (stem and leaf geometry).
+    """
+
+    shift: float = 0.0
+    ripen: float = 0.0
+    peak: float = 0.0
+    canopy: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    volume: float = 1.0
+
+
+CLASS_TRAITS: dict[str, ClassTraits] = {
+    "winter_wheat": ClassTraits(0, 6, 0.0, (1.0, 1.0, 1.0, 1.0), 1.0),
+    "winter_barley": ClassTraits(-6, -18, 0.0, (1.1, 1.0, 0.92, 1.05), 0.9),
+    "winter_rye": ClassTraits(-10, -6, -0.05, (0.95, 1.05, 1.1, 0.95), 1.25),
+    "winter_triticale": ClassTraits(4, 14, 0.0, (0.9, 0.95, 1.05, 1.08), 1.1),
+    "winter_rapeseed": ClassTraits(0, 0, 0.0, (1.2, 1.0, 1.15, 1.0), 1.4),
+    "spring_wheat": ClassTraits(4, 10, 0.0, (1.0, 1.0, 1.0, 1.0), 1.0),
+    "spring_barley": ClassTraits(-4, -6, 0.0, (1.1, 1.0, 0.93, 1.05), 0.9),
+    "oats": ClassTraits(2, 4, 0.0, (0.9, 1.08, 1.12, 0.95), 1.15),
+    "spring_triticale": ClassTraits(8, 16, 0.0, (0.92, 0.95, 1.05, 1.1), 1.1),
+    "mixed_cereals": ClassTraits(0, 0, 0.0, (1.05, 1.05, 1.02, 0.9), 1.3),
+    "spring_rapeseed": ClassTraits(0, 0, 0.0, (1.2, 1.0, 1.15, 1.0), 1.4),
+    "peas": ClassTraits(-4, -10, 0.0, (1.0, 1.0, 1.1, 1.0), 1.2),
+    "faba_beans": ClassTraits(0, 12, 0.0, (0.85, 1.1, 1.2, 0.95), 1.5),
+    "lupin": ClassTraits(6, 20, 0.0, (1.15, 0.95, 1.05, 1.1), 1.3),
+    "buckwheat": ClassTraits(10, 6, 0.0, (1.15, 1.05, 1.15, 1.0), 1.3),
+    "flax": ClassTraits(-8, -10, 0.0, (0.9, 0.95, 0.95, 1.1), 0.8),
+    "caraway": ClassTraits(-15, 0, -0.15, (1.0, 1.1, 1.05, 0.9), 1.0),
+    "maize": ClassTraits(),
+    "potatoes": ClassTraits(0, 12, 0.0, (0.95, 1.05, 1.15, 1.0), 1.3),
+    "vegetables": ClassTraits(10, -15, -0.15, (1.1, 0.95, 1.0, 1.05), 0.9),
+    "strawberries": ClassTraits(0, 0, -0.15, (1.05, 0.95, 0.95, 1.05), 0.7),
+    "orchards": ClassTraits(0, 0, 0.1, (0.9, 1.05, 1.1, 0.9), 1.8),
+    "berry_bushes": ClassTraits(8, 0, 0.0, (1.0, 1.1, 1.0, 0.95), 1.3),
+    "permanent_grassland": ClassTraits(0, 0, -0.05, (1.0, 1.0, 1.0, 1.0), 1.0),
+    "temporary_grassland": ClassTraits(-4, 0, 0.05, (0.95, 1.05, 1.08, 1.0), 1.05),
+    "clover_grass": ClassTraits(0, 0, 0.0, (0.9, 1.1, 1.15, 0.95), 1.15),
+    "alfalfa": ClassTraits(5, 0, 0.0, (0.85, 1.15, 1.2, 0.92), 1.3),
+    "fallow": ClassTraits(),
+}
+"""Traits per crop class name of the taxonomy (a class not listed has the group's mean)."""
 
 
 @dataclass
@@ -111,12 +174,13 @@ def simulate_calendar(
     Args:
         rng: random generator (consumed in a fixed order, so results are reproducible).
         group: phenology group of the parcel's crop class (a key of ``GROUP_CALENDARS``).
-        cls_name: crop class name (grassland classes differ in mowing frequency).
+        cls_name: crop class name (its `CLASS_TRAITS`; grassland classes also differ in mowing frequency).
         arable: whether the parcel is in a rotation (harvest, ploughing, tillage).
         doy: day of year of each season day, shape (days,).
         damaged: whether a damage event (hail, flood, drought patch) hits the parcel.
     """
     cal = GROUP_CALENDARS[group]
+    traits = CLASS_TRAITS.get(cls_name, ClassTraits())
     t = doy.astype(np.float64)
     j = lambda s: float(rng.normal(0.0, s))  # noqa: E731 - jitter in days
     events: list[tuple[str, float]] = []
@@ -125,21 +189,21 @@ def simulate_calendar(
         if arable and cal.harvest is not None
         else None
     )
-    peak = float(np.clip(cal.peak + j(0.04), 0.5, 0.97))
+    peak = float(np.clip(cal.peak + traits.peak + j(0.04), 0.3, 0.97))
     emergence: float | None = None
     if cal.sow is not None:
-        sow = cal.sow + j(7)
+        sow = cal.sow + traits.shift + j(7)
         emergence = sow + cal.emergence_lag + j(2)
         mid = emergence + cal.growth_mid + j(3)
         start = np.where(t < emergence, 0.0, 1.0)
         green = 0.02 + (peak - 0.02) * _sigmoid((t - mid) / 6.0) * start
         events += [("sowing", sow), ("emergence", emergence)]
     else:
-        mid = cal.growth_mid + j(5)
+        mid = cal.growth_mid + traits.shift + j(5)
         green = cal.base + (peak - cal.base) * _sigmoid((t - mid) / 8.0)
     dry = np.zeros_like(t)
     if cal.senescence is not None:
-        sen = cal.senescence + j(6)
+        sen = cal.senescence + (traits.ripen if cal.harvest is not None else 0.0) + j(6)
         fade = _sigmoid((t - sen) / 6.0)
         dry = (green * 0.85 * fade) if cal.harvest is not None else dry
         green = green * (1.0 - 0.9 * fade) if cal.harvest is not None else green * (1.0 - 0.5 * fade)
@@ -162,7 +226,7 @@ def simulate_calendar(
             dry = dry + swath * before
             events.append(("mowing", m))
     if cal.harvest is not None:
-        harvest = cal.harvest + j(8)
+        harvest = cal.harvest + traits.ripen + j(8)
         after = t >= harvest
         residue = float(np.clip(cal.residue + j(0.05), 0.03, 0.8))
         events.append(("harvest", harvest))

@@ -42,7 +42,13 @@ from kz_pipelines.sim.acquisitions import S1Acquisition, S2Acquisition, s1_sched
 from kz_pipelines.sim.clouds import CloudScene, make_clouds, scene_classification
 from kz_pipelines.sim.config import SimConfig, SimConfigError
 from kz_pipelines.sim.landscape import COVER_WATER, Landscape, make_landscape, with_damage
-from kz_pipelines.sim.phenology import CropCalendar, simulate_calendar, soil_moisture
+from kz_pipelines.sim.phenology import (
+    CLASS_TRAITS,
+    ClassTraits,
+    CropCalendar,
+    simulate_calendar,
+    soil_moisture,
+)
 from kz_pipelines.sim.render import (
     Covers,
     DayState,
@@ -54,7 +60,7 @@ from kz_pipelines.sim.render import (
     shade,
     surface_band,
 )
-from kz_pipelines.sim.spectra import BANDS, L2A_BANDS, S2Band, band_index
+from kz_pipelines.sim.spectra import BANDS, L2A_BANDS, S2Band, band_index, canopy_scale
 from kz_pipelines.sim.stac_items import (
     S1_COLLECTION,
     S2_COLLECTIONS,
@@ -101,6 +107,8 @@ class TileWorld:
         calendars: crop season per parcel.
         green, dry, rough, damage, moisture: per parcel index (0 = background) and day, (n + 1, days).
         meadow: background grass green cover per day, (days,).
+        canopy: scale of the green vegetation spectrum per parcel index and band, (n + 1, bands).
+        volume: scale of the radar volume scattering per parcel index, (n + 1,).
     """
 
     index: int
@@ -117,6 +125,8 @@ class TileWorld:
     damage: np.ndarray
     moisture: np.ndarray
     meadow: np.ndarray
+    canopy: np.ndarray
+    volume: np.ndarray
 
 
 def _render_grid(grid: GridSpec) -> GridSpec:
@@ -163,6 +173,14 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
             damage[i + 1] = 1.0 - cal.damage_severity * ramp
     offsets = np.concatenate([[0.0], rng.normal(0.0, 0.02, n)])
     moisture = np.clip(mv[None, :] + offsets[:, None], 0.05, 0.45).astype(np.float32)
+    # each parcel's canopy: its class's traits with a few percent of parcel-to-parcel spread
+    trait_rng = np.random.default_rng([cfg.seed, index, 2])
+    canopy = np.ones((n + 1, len(BANDS)), np.float32)
+    volume = np.ones(n + 1, np.float32)
+    for i, c in enumerate(classes):
+        traits = CLASS_TRAITS.get(c.name, ClassTraits())
+        canopy[i + 1] = canopy_scale(np.asarray(traits.canopy) * (1.0 + trait_rng.normal(0.0, 0.03, 4)))
+        volume[i + 1] = traits.volume * (1.0 + trait_rng.normal(0.0, 0.05))
     meadow = 0.3 + 0.45 / (1 + np.exp(-(doy - 120) / 8.0)) - 0.2 / (1 + np.exp(-(doy - 260) / 10.0))
     return TileWorld(
         index=index,
@@ -179,6 +197,8 @@ def build_tile(cfg: SimConfig, index: int, n_parcels: int, first_id: int) -> Til
         damage=damage,
         moisture=moisture,
         meadow=meadow.astype(np.float32),
+        canopy=canopy,
+        volume=volume,
     )
 
 
@@ -191,6 +211,8 @@ def day_state(world: TileWorld, day: int) -> DayState:
         damage=world.damage[:, day],
         moisture=world.moisture[:, day],
         meadow=float(world.meadow[day]),
+        canopy=world.canopy,
+        volume=world.volume,
     )
 
 

@@ -41,6 +41,9 @@ class DayState:
         damage: remaining fraction of green cover in the damaged patch per parcel index, 0..1.
         moisture: surface soil moisture per parcel index, m3/m3.
         meadow: green cover of unmanaged background grass that day, 0..1.
+        canopy: scale of the green vegetation spectrum per parcel index and band (order of BANDS),
+            (n_parcels + 1, bands); constant over the season (the crop's leaves and architecture).
+        volume: scale of the radar volume scattering per parcel index, (n_parcels + 1,); constant.
     """
 
     green: np.ndarray
@@ -49,6 +52,8 @@ class DayState:
     damage: np.ndarray
     moisture: np.ndarray
     meadow: float
+    canopy: np.ndarray
+    volume: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,13 @@ class Covers:
         green: green vegetation cover, 0..1.
         dry: dry vegetation cover (senescent canopy, residue, cut grass), 0..1.
         soil: soil brightness factor (moisture darkens, fresh tillage darkens).
+        canopy: the day's `DayState.canopy` (per parcel index, not per pixel).
     """
 
     green: np.ndarray
     dry: np.ndarray
     soil: np.ndarray
+    canopy: np.ndarray
 
 
 def covers(land: Landscape, day: DayState) -> Covers:
@@ -84,7 +91,7 @@ def covers(land: Landscape, day: DayState) -> Covers:
     soil = land.soil * wet * (1.0 - 0.25 * day.rough[pid])
     green = np.clip(green, 0.0, 0.98)
     dry = np.clip(dry, 0.0, 1.0 - green)
-    return Covers(green.astype(np.float32), dry.astype(np.float32), soil.astype(np.float32))
+    return Covers(green.astype(np.float32), dry.astype(np.float32), soil.astype(np.float32), day.canopy)
 
 
 def surface_band(land: Landscape, cov: Covers, b: int) -> np.ndarray:
@@ -97,7 +104,7 @@ def surface_band(land: Landscape, cov: Covers, b: int) -> np.ndarray:
         return np.zeros(land.grid.shape, np.float32)
     bare = 1.0 - cov.green - cov.dry
     refl = (
-        cov.green * SPECTRA["green_vegetation"][b]
+        cov.green * SPECTRA["green_vegetation"][b] * cov.canopy[land.parcel_index, b]
         + cov.dry * SPECTRA["dry_vegetation"][b]
         + bare * cov.soil * SPECTRA["soil"][b]
     )
@@ -162,7 +169,8 @@ def s1_sigma0(
 ) -> dict[str, np.ndarray]:
     """Speckle-free sigma0 VV and VH (linear power).
 
-    Backscatter follows the water-cloud model: vegetation volume scattering plus soil scattering
+    Backscatter follows the water-cloud model: vegetation volume scattering (scaled per parcel by the
+    crop's `DayState.volume`) plus soil scattering
     (moisture and tillage roughness) attenuated by the canopy; forest and water are constant
     (water roughened by ``wind_db``), with a mild within-field texture.
 
@@ -184,7 +192,7 @@ def s1_sigma0(
     for pol, (a, b, c, d) in _WCM.items():
         att = np.exp(-2.0 * b * veg / cos_t)
         soil_db = c + d * day.moisture[pid] - 0.15 * (incidence - 35.0) + 3.0 * day.rough[pid]
-        sigma = a * veg * cos_t * (1.0 - att) + att * 10.0 ** (soil_db / 10.0)
+        sigma = a * day.volume[pid] * veg * cos_t * (1.0 - att) + att * 10.0 ** (soil_db / 10.0)
         sigma[land.cover == COVER_FOREST] = 10.0 ** (_FOREST_DB[pol] / 10.0)
         sigma[land.cover == COVER_WATER] = 10.0 ** ((_WATER_DB[pol] + wind_db) / 10.0)
         out[pol] = (sigma * texture).astype(np.float32)

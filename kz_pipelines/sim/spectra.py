@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BANDS", "L2A_BANDS", "S2Band", "SPECTRA", "band_index"]
+__all__ = ["BANDS", "L2A_BANDS", "S2Band", "SPECTRA", "band_index", "canopy_scale"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,17 @@ _INDEX = {b.name: i for i, b in enumerate(BANDS)}
 def band_index(name: str) -> int:
     """Position of band ``name`` (e.g. ``B04``) in BANDS."""
     return _INDEX[name]
+
+
+_CANOPY_GROUP = {"B01": 0, "B02": 0, "B03": 0, "B04": 0, "B05": 1, "B06": 1, "B07": 1}
+_CANOPY_GROUP |= {"B08": 2, "B8A": 2, "B09": 2, "B11": 3, "B12": 3}
+
+
+def canopy_scale(groups: tuple[float, float, float, float] | np.ndarray) -> np.ndarray:
+    """Per-band scale of the green vegetation spectrum (order of BANDS, float32) from the four band-group
+    scales of a canopy (visible, red-edge, near-infrared, shortwave-infrared; B10 sees no surface)."""
+    g = np.asarray(groups, np.float32)
+    return np.array([g[_CANOPY_GROUP[b.name]] if b.name in _CANOPY_GROUP else 1.0 for b in BANDS], np.float32)
 
 
 #            B01    B02    B03    B04    B05    B06    B07    B08    B8A    B09    B10    B11    B12
