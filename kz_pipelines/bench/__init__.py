@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,7 +57,8 @@ class BenchResult:
 
 
 def hardware() -> str:
-    """A one-line description of this machine: CPU model, cores usable, memory, GPU if torch sees one."""
+    """A one-line description of this machine: CPU model, cores usable, memory, and the GPU when the
+    benchmark loaded torch and torch sees one."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -65,4 +67,6 @@ def hardware() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cores} cores of {model}, {memory:.0f} GiB RAM, no GPU used"
+    torch = sys.modules.get("torch")  # a benchmark without torch uses no GPU: not imported just to ask
+    gpu = torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else "no GPU"
+    return f"{cores} cores of {model}, {memory:.0f} GiB RAM, {gpu}"

@@ -11,8 +11,7 @@ Timed, in one process on this machine:
 - building the feature matrix;
 - training LightGBM as `crop_type_model` does (balanced: at most ``cap`` parcels per class, noisy
   oversampling of small classes; early stopping on a validation split; all cores);
-- training the dense network on the same data (CPU here; a CUDA device would be used by the same code
-  where torch sees one);
+- training the dense network on the same data (on CUDA where torch sees a GPU, else on the CPU);
 - scoring every parcel with each trained model (parcels per second).
 
 Targets (issue: crop type): LightGBM training <= 10 minutes on 2 cores; scoring >= 100,000 parcels/s with
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kz_pipelines.bench import BenchResult, Target
+from kz_pipelines.devices import resolve_device
 from kz_pipelines.labels import load_taxonomy
 from kz_pipelines.models.crop_type import CropTypeConfig, scores, train_crop_model
 from kz_pipelines.models.features import series_features
@@ -100,7 +100,7 @@ def run(
         "lightgbm_train_s": round(seconds["lightgbm"], 1),
         "lightgbm_rounds": int(lgbm.booster.best_iteration) if lgbm.booster is not None else 0,
         "mlp_train_s": round(seconds["mlp"], 1),
-        "mlp_device": "cpu",
+        "mlp_device": str(resolve_device(cfg.device)),
         "mlp_epochs_max": MLP_EPOCHS,
         "lightgbm_parcels_per_s": round(rate["lightgbm"]),
         "mlp_parcels_per_s": round(rate["mlp"]),

@@ -145,11 +145,18 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
 
 
 def gflop_per_tile(model: nn.Module, bands: int, tile: int, device: torch.device | str = "cpu") -> float:
-    """Forward GFLOP of one ``tile`` x ``tile`` sub-tile (a multiply-add counted as 2)."""
+    """Forward GFLOP of one ``tile`` x ``tile`` sub-tile (a multiply-add counted as 2), counted in
+    evaluation mode (a batch of one cannot pass DeepLabv3+'s pooled batch normalization in training mode);
+    the model's mode is restored."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros((1, bands, tile, tile), device=device)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(x)
+    training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), counter:
+            model(x)
+    finally:
+        model.train(training)
     return counter.get_total_flops() / 1e9

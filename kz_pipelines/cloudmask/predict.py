@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from kz_pipelines.cloudmask.classes import MISSING, N_CLASSES, Normalization
+from kz_pipelines.devices import resolve_device
 
 __all__ = [
     "Prediction",
@@ -62,13 +63,6 @@ class Prediction:
     batch_size: int
     n_tiles: int
     device: str
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when a CUDA device is available, else ``cpu``; other names pass through."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def tile_origins(length: int, tile: int, overlap: int, multiple: int = 32) -> list[int]:
