@@ -281,11 +281,17 @@ def eval_croptype(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
     quick: Annotated[bool, typer.Option(help="Fewer trees and epochs (a smoke run).")] = False,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    work: Annotated[
+        Path, typer.Option(help="Simulated regions and pipeline runs of the held-out evaluation.")
+    ] = Path("var/eval-croptype"),
+    sim: Annotated[bool, typer.Option(help="Run the simulated held-out seed evaluation.")] = True,
 ) -> None:
-    """Crop type vs a random forest and plain LightGBM on real French LPIS parcels (k-fold CV)."""
+    """Crop type vs a random forest and plain LightGBM on real French LPIS parcels (k-fold CV), and the
+    pipeline's model on a held-out simulated seed."""
     from kz_pipelines.models.crop_eval import run
 
-    _print_bench(run(log=lambda m: err.print(m, highlight=False), quick=quick, folds=folds), json_)
+    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    _print_bench(run(log=log, quick=quick, folds=folds, work=work if sim else None), json_)
 
 
 def main() -> None:

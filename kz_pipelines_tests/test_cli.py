@@ -165,11 +165,11 @@ def test_bench_croptype_json_names_every_target() -> None:
 
 
 @pytest.mark.slow
-def test_eval_croptype_quick_names_every_target() -> None:
+def test_eval_croptype_quick_names_every_target(tmp_path: Path) -> None:
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcereal_lpis"
     if not data.is_dir():
         pytest.skip(f"{data} not found")
-    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2")
+    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2", "--work", str(tmp_path))
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["name"] == "croptype"
@@ -179,8 +179,11 @@ def test_eval_croptype_quick_names_every_target() -> None:
         for avg in ("macro", "weighted")
     }
     assert set(result["targets"]) == expected | {"sim_heldout_macro_f1"}
-    assert result["targets"]["sim_heldout_macro_f1"]["value"] is None
     figures = result["figures"]
+    # the held-out seed went through the pipeline: every one of its parcels scored against its truth
+    assert figures["sim_heldout_parcels"] == 40
+    assert 0 <= result["targets"]["sim_heldout_macro_f1"]["value"] <= 1
+    assert (tmp_path / "heldout_confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert figures["fra_2023_dekad_parcels"] == 417  # the samples whose ewoc_code has a class here
     for model in ("ours", "random_forest", "lightgbm_plain"):
         assert 0 < figures[f"fra_2022_month_{model}_macro_f1"] <= 1

@@ -20,6 +20,7 @@ from kz_pipelines.models.crop_type import (
     disagreements,
     load_crop_model,
     save_crop_model,
+    score_tensor,
     train_crop_model,
 )
 from kz_pipelines.models.features import parcel_features
@@ -182,18 +183,14 @@ def crop_type_predictions(
         raise FileNotFoundError(f"no crop type model for season {season}: materialize crop_type_model first")
     model = load_crop_model(Path(json.loads(pointer.read_text())["folder"]))
     ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
-    start, end = model.card["feature_period"]
-    features = parcel_features(ds, int(model.card["period_days"]), start=start, end=end)
-    if features.names != model.feature_names:  # same period and features give the same columns
-        raise ValueError(f"the features of {tile} do not match the model's columns; retrain crop_type_model")
-    proba = model.predict_proba(features.x)
+    parcel_ids, proba = score_tensor(model, ds)
     classes = np.asarray(model.classes)
     declared = ds["crop_class"].to_numpy().astype(np.int64)
     flags = disagreements(proba, model.classes, declared)
     names = _class_names(list(model.classes))
     table = pd.DataFrame(
         {
-            "parcel_id": features.parcel_ids,
+            "parcel_id": parcel_ids,
             "declared_class": declared,
             "predicted_class": classes[proba.argmax(axis=1)],
             "probability": proba.max(axis=1),

@@ -75,6 +75,7 @@ def run_demo(
     storage: Path,
     log: Callable[[str], Any] = print,
     model: dict[str, Any] | None = None,
+    crop_type: bool = True,
 ) -> dict[str, Any]:
     """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), load the season's parcels,
     materialize all per-scene assets (items, scenes, cloud mask, parcel observations) for each day x tile
@@ -87,6 +88,7 @@ def run_demo(
         storage: root folder for asset values.
         log: where progress lines go.
         model: `cloud_mask_model` config (default `DEMO_MODEL`).
+        crop_type: also train the crop type model and score every tile (False: stop at the tensors).
 
     Returns:
         A summary: partitions run, items found per asset, failures, seconds.
@@ -152,12 +154,13 @@ def run_demo(
         for _, key in season_tiles:
             season_run("timeseries", key, instance)
         log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
-        t2 = time.monotonic()
-        for season in seasons:
-            if season_run("train_crop_type", season, instance):
-                for _, key in (st for st in season_tiles if st[0] == season):
-                    season_run("score_crop_type", key, instance)
-        log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
+        if crop_type:
+            t2 = time.monotonic()
+            for season in seasons:
+                if season_run("train_crop_type", season, instance):
+                    for _, key in (st for st in season_tiles if st[0] == season):
+                        season_run("score_crop_type", key, instance)
+            log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
     return {
         "partitions": len(keys),
         "items": found,

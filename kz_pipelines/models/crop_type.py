@@ -26,10 +26,13 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import torch
+import xarray as xr
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 from torch import nn
 
+from kz_pipelines.devices import resolve_device
+from kz_pipelines.models.features import parcel_features
 from kz_pipelines.storage import atomic_dir
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "disagreements",
     "load_crop_model",
     "save_crop_model",
+    "score_tensor",
     "scores",
     "train_crop_model",
 ]
@@ -59,6 +63,7 @@ class CropTypeConfig:
         models: which models to train (``lightgbm``, ``mlp``).
         seed: random seed.
         threads: CPU threads (0: all).
+        device: where the network trains and scores (``auto``: CUDA when torch sees a GPU, else CPU).
     """
 
     cap: int | None = 2000
@@ -71,6 +76,7 @@ class CropTypeConfig:
     models: tuple[str, ...] = ("lightgbm", "mlp")
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
 
 
 @dataclass
@@ -104,11 +110,13 @@ class CropTypeModel:
         if self.net is None or self.mean is None or self.std is None:
             raise ValueError("a crop type model needs a booster or a network with its normalization")
         self.net.eval()
+        device = next(self.net.parameters()).device
+        block = 8192 if device.type == "cpu" else 131072
         out = np.empty((len(x), len(self.classes)), np.float32)
         with torch.inference_mode():  # in blocks: cache-friendly, and no full-size standardized copy
-            for i in range(0, len(x), 8192):
-                z = torch.from_numpy(_standardize(x[i : i + 8192], self.mean, self.std))
-                out[i : i + 8192] = torch.softmax(self.net(z), dim=1).numpy()
+            for i in range(0, len(x), block):
+                z = _standardize(x[i : i + block], self.mean, self.std, device)
+                out[i : i + block] = torch.softmax(self.net(z), dim=1).cpu().numpy()
         return out
 
     def predict(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
@@ -175,10 +183,15 @@ def scores(
 
 
 def _standardize(
-    x: npt.NDArray[np.floating], mean: npt.NDArray[np.float32], std: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    z = (np.asarray(x, np.float32) - mean) / std
-    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    x: npt.NDArray[np.floating],
+    mean: npt.NDArray[np.float32],
+    std: npt.NDArray[np.float32],
+    device: torch.device,
+) -> torch.Tensor:
+    """``(x - mean) / std`` as float32 on ``device`` (computed there), missing values 0 (the mean)."""
+    raw = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+    z = (raw - torch.from_numpy(mean).to(device)) / torch.from_numpy(std).to(device)
+    return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _mlp(n_in: int, n_out: int) -> nn.Module:
@@ -239,17 +252,18 @@ def _train_mlp(
     xb: Matrix, yb: Classes, xv: Matrix, yv: Classes, n_classes: int, cfg: CropTypeConfig
 ) -> tuple[nn.Module, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     mean, std = _column_moments(xb)
     std = np.where(std > 1e-6, std, 1).astype(np.float32)
-    tx, ty = torch.from_numpy(_standardize(xb, mean, std)), torch.from_numpy(yb)
-    vx = torch.from_numpy(_standardize(xv, mean, std))
-    net = _mlp(xb.shape[1], n_classes)
+    tx, ty = _standardize(xb, mean, std, device), torch.from_numpy(yb).to(device)
+    vx = _standardize(xv, mean, std, device)
+    net = _mlp(xb.shape[1], n_classes).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, stale = -1.0, None, 0
     for _ in range(cfg.mlp_epochs):
         net.train()
-        for batch in torch.randperm(len(tx), generator=gen).split(128):
+        for batch in torch.randperm(len(tx), generator=gen).to(device).split(128):
             if len(batch) < 2:  # batch normalization needs two samples
                 continue
             opt.zero_grad()
@@ -257,7 +271,7 @@ def _train_mlp(
             opt.step()
         net.eval()
         with torch.no_grad():
-            pred = net(vx).argmax(dim=1).numpy()
+            pred = net(vx).argmax(dim=1).cpu().numpy()
         f1 = float(f1_score(yv, pred, average="macro", zero_division=0))
         if f1 > best:
             best, best_state, stale = f1, {k: v.clone() for k, v in net.state_dict().items()}, 0
@@ -360,15 +374,16 @@ def save_crop_model(folder: Path, model: CropTypeModel) -> None:
         else:
             if model.net is None or model.mean is None or model.std is None:
                 raise ValueError("a crop type model needs a booster or a network with its normalization")
-            tensors = {f"net.{k}": v.contiguous() for k, v in model.net.state_dict().items()}
+            tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
             tensors["norm.mean"] = torch.from_numpy(model.mean)
             tensors["norm.std"] = torch.from_numpy(model.std)
             save_file(tensors, str(tmp / "mlp.safetensors"))
         (tmp / "model.json").write_text(json.dumps({**meta, "card": model.card}, indent=1))
 
 
-def load_crop_model(folder: Path) -> CropTypeModel:
-    """Read a model written by :func:`save_crop_model` (no pickle anywhere)."""
+def load_crop_model(folder: Path, device: str = "auto") -> CropTypeModel:
+    """Read a model written by :func:`save_crop_model` (no pickle anywhere); a network goes to ``device``
+    (``auto``: CUDA when torch sees a GPU)."""
     meta = json.loads((folder / "model.json").read_text())
     classes, names = tuple(meta["classes"]), tuple(meta["features"])
     if meta["kind"] == "lightgbm":
@@ -377,10 +392,30 @@ def load_crop_model(folder: Path) -> CropTypeModel:
     tensors = load_file(str(folder / "mlp.safetensors"))
     net = _mlp(len(names), len(classes))
     net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
+    net.to(resolve_device(device))
     return CropTypeModel(
         "mlp", classes, names, net=net, mean=tensors["norm.mean"].numpy(), std=tensors["norm.std"].numpy(),
         card=meta["card"],
     )  # fmt: skip
+
+
+def score_tensor(
+    model: CropTypeModel, ds: xr.Dataset
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]]:
+    """Class probabilities of every parcel of a season tensor, from the features the model was trained on
+    (its card's composite period and feature window).
+
+    Returns:
+        The parcel ids and their probabilities, (parcels, classes) in ``model.classes`` order.
+
+    Raises:
+        ValueError: the tensor's feature columns differ from the model's (retrain the model).
+    """
+    start, end = model.card["feature_period"]
+    features = parcel_features(ds, int(model.card["period_days"]), start=start, end=end)
+    if features.names != model.feature_names:  # same period and features give the same columns
+        raise ValueError("the tensor's feature columns do not match the model's; retrain the crop type model")
+    return features.parcel_ids, model.predict_proba(features.x)
 
 
 def disagreements(
