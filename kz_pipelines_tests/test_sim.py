@@ -49,6 +49,15 @@ def test_region_layout_and_counts(region: Path) -> None:
     truth = pd.read_parquet(region / "truth" / "parcels.parquet")
     assert set(truth["parcel_id"]) == set(parcels["parcel_id"])
     assert truth["crop_class"].between(1, 28).all()
+    # the inspectors' field labels: exactly the inspected parcels' rows of the truth tables
+    inspected = set(pd.read_parquet(region / "labels" / "inspections.parquet")["parcel_id"])
+    assert len(inspected) == round(0.2 * len(truth))
+    for name, truth_name in (("field_events", "events"), ("field_parcels", "parcels")):
+        field = pd.read_parquet(region / "labels" / f"{name}.parquet")
+        whole = pd.read_parquet(region / "truth" / f"{truth_name}.parquet")
+        expected = whole.loc[whole["parcel_id"].isin(inspected)]
+        pd.testing.assert_frame_equal(field.reset_index(drop=True), expected.reset_index(drop=True))
+    assert set(gpd.read_parquet(region / "labels" / "field_damage.parquet")["parcel_id"]) <= inspected
     assert not list(region.parent.glob(".*partial*"))
 
 

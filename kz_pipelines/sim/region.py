@@ -13,6 +13,9 @@ Output layout (all written under a temporary folder, renamed into place when com
     OUT/truth/cloudmask/<id>.tif     the true 5-class cloud mask of each S2 scene (10 m)
     OUT/labels/inspections.parquet   inspector reports (parcel_id, crop_class, source, confidence) for a
                                      random 20% of parcels: the labels an agency trusts for validation
+    OUT/labels/field_*.parquet       what the inspectors saw on those parcels: their rows of
+                                     truth/events (field_events), truth/parcels (field_parcels) and
+                                     truth/damage (field_damage): the labels event models train on
 """
 
 from __future__ import annotations
@@ -437,18 +440,26 @@ def _truth_tables(cfg: SimConfig, worlds: list[TileWorld], root: Path) -> None:
     (root / "truth").mkdir(parents=True, exist_ok=True)
     truth_table = pd.DataFrame(truth)
     truth_table.to_parquet(root / "truth" / "parcels.parquet")
-    # the simulated agency's on-the-spot checks: inspector reports (the true class) for 20% of parcels
+    # the simulated agency's on-the-spot checks: inspector reports (the true class) for 20% of parcels,
+    # and what the inspector saw of those parcels' season (events, tillage, emergence, damage)
     (root / "labels").mkdir(parents=True, exist_ok=True)
-    simulated_inspections(truth_table, INSPECTED_FRACTION, seed=cfg.seed).to_parquet(
-        root / "labels" / "inspections.parquet"
-    )
-    pd.DataFrame(events, columns=["parcel_id", "event", "date"]).to_parquet(root / "truth" / "events.parquet")
+    inspections = simulated_inspections(truth_table, INSPECTED_FRACTION, seed=cfg.seed)
+    inspections.to_parquet(root / "labels" / "inspections.parquet")
+    seen = set(inspections["parcel_id"])
+    event_table = pd.DataFrame(events, columns=["parcel_id", "event", "date"])
+    event_table.to_parquet(root / "truth" / "events.parquet")
+    event_table.loc[event_table["parcel_id"].isin(seen)].to_parquet(root / "labels" / "field_events.parquet")
+    truth_table.loc[truth_table["parcel_id"].isin(seen)].to_parquet(root / "labels" / "field_parcels.parquet")
     dmg_cols = ["parcel_id", "start_date", "severity", "area_ha", "percent_of_parcel", "epsg", "geometry"]
-    (
+    damage_table = (
         to_wgs84(damage)
         if damage
         else gpd.GeoDataFrame(columns=dmg_cols[:-2] + ["geometry"], geometry="geometry", crs=4326)
-    ).to_parquet(root / "truth" / "damage.parquet")
+    )
+    damage_table.to_parquet(root / "truth" / "damage.parquet")
+    damage_table.loc[damage_table["parcel_id"].isin(seen)].to_parquet(
+        root / "labels" / "field_damage.parquet"
+    )
 
 
 def _catalog(
