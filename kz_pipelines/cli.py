@@ -285,13 +285,16 @@ def eval_croptype(
         Path, typer.Option(help="Simulated regions and pipeline runs of the held-out evaluation.")
     ] = Path("var/eval-croptype"),
     sim: Annotated[bool, typer.Option(help="Run the simulated held-out seed evaluation.")] = True,
+    reuse: Annotated[
+        bool, typer.Option(help="Keep complete pipeline runs of an earlier call in --work.")
+    ] = False,
 ) -> None:
     """Crop type vs a random forest and plain LightGBM on real French LPIS parcels (k-fold CV), and the
     pipeline's model on a held-out simulated seed."""
     from kz_pipelines.models.crop_eval import run
 
     log = lambda m: err.print(m, highlight=False)  # noqa: E731
-    _print_bench(run(log=log, quick=quick, folds=folds, work=work if sim else None), json_)
+    _print_bench(run(log=log, quick=quick, folds=folds, work=work if sim else None, reuse=reuse), json_)
 
 
 def main() -> None:

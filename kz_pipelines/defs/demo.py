@@ -3,9 +3,11 @@
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from kz_pipelines.definitions import defs
 from kz_pipelines.defs.cloudmask import CloudMaskResource
 from kz_pipelines.defs.partitions import TILE_PARTITIONS
 from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
+from kz_pipelines.sim import SimConfig, simulate
+from kz_pipelines.storage import write_json
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs log warnings and errors to the console; everything is in the instance's event log."""
@@ -169,3 +173,85 @@ def run_demo(
         "dagster_home": str(home),
         "storage": str(storage),
     }
+
+
+HELDOUT_SEEDS = (1, 2)
+"""The evaluations' simulated seeds: the training seed and the held-out seed."""
+
+HELDOUT_REGION: dict[str, Any] = {"size_px": 1100, "n_parcels": 6000, "l1c": False}
+"""The evaluations' region: two tiles of 11 km with 6000 parcels (every crop class with held-out parcels)."""
+
+QUICK_REGION: dict[str, Any] = {
+    "tiles": ("35VLF",),
+    "size_px": 240,
+    "start": date(2024, 6, 1),
+    "end": date(2024, 6, 21),
+    "n_parcels": 40,
+    "l1c": False,
+}
+"""A smoke-run region: one small tile over three weeks."""
+
+QUICK_MODEL: dict[str, Any] = {"preset": "tiny", "chip_size": 120, "epochs": 1}
+"""A smoke run's cloud-mask model."""
+
+
+@dataclass(frozen=True)
+class HeldoutRun:
+    """One simulated seed run through the pipeline.
+
+    Attributes:
+        region: the simulated region folder (its ``truth/`` is the ground truth).
+        storage: the run's asset storage root (tensors under ``timeseries/<season>/``).
+    """
+
+    region: Path
+    storage: Path
+
+
+def heldout_runs(
+    work: Path, quick: bool = False, reuse: bool = False, log: Callable[[str], Any] = print
+) -> dict[int, HeldoutRun]:
+    """The evaluations' simulated seeds (`HELDOUT_SEEDS`) through the pipeline: the training seed through
+    the crop type model, the held-out seed up to the tensors.
+
+    Regions are simulated once into ``work`` (folders named by their configuration); each run goes into
+    ``work/run-seed<N>`` afresh, or is kept when ``reuse`` and it completed before (its ``done.json``).
+
+    Args:
+        work: the evaluations' folder.
+        quick: the smoke-run region and cloud-mask model (`QUICK_REGION`, `QUICK_MODEL`).
+        reuse: keep complete earlier runs.
+        log: where progress lines go.
+
+    Raises:
+        RuntimeError: a partition failed (the run's Dagster instance says why).
+    """
+    runs: dict[int, HeldoutRun] = {}
+    for seed in HELDOUT_SEEDS:
+        cfg = SimConfig(seed=seed, **(QUICK_REGION if quick else HELDOUT_REGION))
+        region = work / f"region-seed{seed}-{cfg.size_px}px-{cfg.n_parcels}p-{cfg.days}d"
+        if not (region / "region.json").is_file():
+            log(f"simulating seed {seed}: {asdict(cfg)}")
+            simulate(cfg, region, overwrite=True)
+        folder = work / f"run-seed{seed}"
+        runs[seed] = HeldoutRun(region, folder / "storage")
+        done = folder / "done.json"
+        if reuse and done.is_file() and json.loads(done.read_text()).get("region") == str(region):
+            log(f"seed {seed}: reusing the complete run in {folder}")
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)
+        train = seed == HELDOUT_SEEDS[0]
+        log(f"pipeline on seed {seed} ({'through the crop type model' if train else 'up to the tensors'})")
+        summary = run_demo(
+            region,
+            folder / "dagster",
+            folder / "storage",
+            log=log,
+            model=QUICK_MODEL if quick else DEMO_MODEL,
+            crop_type=train,
+        )
+        if summary["failed"]:
+            raise RuntimeError(f"the pipeline failed on seed {seed}: {summary['failed']}")
+        write_json(done, {"region": str(region), "summary": summary})
+    return runs

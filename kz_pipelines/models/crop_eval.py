@@ -15,7 +15,7 @@ each fold, on the same features:
 Weighted and macro F1 over the pooled out-of-fold predictions. Target (issue: crop type): ours >= the best
 baseline on each set, for macro and for weighted F1.
 
-Simulated region, held-out seed: the whole pipeline (`kz_pipelines.defs.demo.run_demo`: cloud-mask model,
+Simulated region, held-out seed: the whole pipeline (`kz_pipelines.defs.demo.heldout_runs`: cloud-mask model,
 parcels, observations, season tensors, `crop_type_model` with its own trusted-label validation and test)
 runs on a region simulated with seed 1; the model it trained then scores every parcel of a region simulated
 with seed 2 (same tiles, other parcels, crops, weather and clouds) through the same pipeline up to the
@@ -26,11 +26,8 @@ tensors, against seed 2's true crop classes. Target: macro-F1 >= 0.90. The full 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +49,6 @@ from kz_pipelines.models.crop_type import (
 )
 from kz_pipelines.models.features import parcel_features
 from kz_pipelines.plots import confusion_png
-from kz_pipelines.sim import SimConfig, simulate
 from kz_pipelines.splits import SplitSpec, kfold, split
 from kz_pipelines.worldcereal import load_worldcereal
 
@@ -64,19 +60,6 @@ REAL_SETS = {"fra_2023_dekad": 10, "fra_2022_month": 30}
 SIM_TARGET = 0.90
 """Macro-F1 on the simulated region's held-out seed."""
 
-SIM_SEEDS = (1, 2)
-"""The simulated region's training seed and held-out seed."""
-
-SIM_REGION = {"size_px": 1100, "n_parcels": 6000, "l1c": False}
-QUICK_REGION = {
-    "tiles": ("35VLF",),
-    "size_px": 240,
-    "start": date(2024, 6, 1),
-    "end": date(2024, 6, 21),
-    "n_parcels": 40,
-    "l1c": False,
-}
-QUICK_CLOUD_MODEL = {"preset": "tiny", "chip_size": 120, "epochs": 1}
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -112,9 +95,11 @@ def run(
     quick: bool = False,
     folds: int = 5,
     work: Path | None = None,
+    reuse: bool = False,
 ) -> BenchResult:
     """Run the evaluation (see the module docstring); ``quick``: fewer trees and epochs and a small simulated
-    region (a smoke run); ``work``: where the simulated held-out evaluation runs (None: not run)."""
+    region (a smoke run); ``work``: where the simulated held-out evaluation runs (None: not run);
+    ``reuse``: keep its complete pipeline runs from an earlier call."""
     shared = Path(shared_data) if shared_data is not None else SHARED_DATA
     figures: dict[str, float | int | str] = {"folds": folds, "quick": int(quick)}
     targets: dict[str, Target] = {}
@@ -152,7 +137,7 @@ def run(
         for avg in ("macro", "weighted"):
             targets[f"{name}_ours_minus_best_baseline_{avg}_f1"] = Target(ours[avg] - best[avg], ">=", 0.0)
     if work is not None:
-        sim = simulated_heldout(work, log, quick)
+        sim = simulated_heldout(work, log, quick, reuse)
         figures.update({f"sim_{k}": v for k, v in sim.items()})
         targets["sim_heldout_macro_f1"] = Target(float(sim["heldout_macro_f1"]), ">=", SIM_TARGET)
     else:
@@ -162,48 +147,27 @@ def run(
     return BenchResult(name="croptype", figures=figures, targets=targets)
 
 
-def simulated_heldout(work: Path, log: Callable[[str], Any] = print, quick: bool = False) -> dict[str, Any]:
+def simulated_heldout(
+    work: Path, log: Callable[[str], Any] = print, quick: bool = False, reuse: bool = False
+) -> dict[str, Any]:
     """Train through the pipeline on one simulated seed, score another (see the module docstring).
 
-    Regions are simulated once into ``work`` (named by their configuration); the pipeline runs afresh each
-    time. Writes the held-out confusion matrix to ``work/heldout_confusion.png``.
+    The runs are `kz_pipelines.defs.demo.heldout_runs` (``reuse``: keep complete runs of an earlier call).
+    Writes the held-out confusion matrix to ``work/heldout_confusion.png``.
 
     Returns:
         Figures: parcels, classes, macro and weighted F1 on the held-out seed, recall per class, the training
         seed's own test macro-F1 (from its model card), pipeline seconds.
     """
-    from kz_pipelines.defs.demo import DEMO_MODEL, run_demo  # the Dagster pipeline, only for this part
+    from kz_pipelines.defs.demo import HELDOUT_SEEDS, heldout_runs  # the Dagster pipeline, only for this part
 
     work = Path(work).resolve()
-    region_cfg = QUICK_REGION if quick else SIM_REGION
-    storages: dict[int, Path] = {}
-    regions: dict[int, Path] = {}
     t0 = time.perf_counter()
-    for seed in SIM_SEEDS:
-        cfg = SimConfig(seed=seed, **region_cfg)
-        regions[seed] = work / f"region-seed{seed}-{cfg.size_px}px-{cfg.n_parcels}p-{cfg.days}d"
-        if not (regions[seed] / "region.json").is_file():
-            log(f"simulating seed {seed}: {asdict(cfg)}")
-            simulate(cfg, regions[seed], overwrite=True)
-        storages[seed] = work / f"run-seed{seed}" / "storage"
-        home = work / f"run-seed{seed}" / "dagster"
-        for old in (storages[seed], home):  # the pipeline runs afresh: nothing kept from an earlier run
-            if old.exists():
-                shutil.rmtree(old)
-        train = seed == SIM_SEEDS[0]
-        log(f"pipeline on seed {seed} ({'through the crop type model' if train else 'up to the tensors'})")
-        summary = run_demo(
-            regions[seed],
-            home,
-            storages[seed],
-            log=log,
-            model=QUICK_CLOUD_MODEL if quick else DEMO_MODEL,
-            crop_type=train,
-        )
-        if summary["failed"]:
-            raise RuntimeError(f"the pipeline failed on seed {seed}: {summary['failed']}")
+    runs = heldout_runs(work, quick=quick, reuse=reuse, log=log)
     pipeline_s = time.perf_counter() - t0
-    train_seed, test_seed = SIM_SEEDS
+    train_seed, test_seed = HELDOUT_SEEDS
+    regions = {seed: run.region for seed, run in runs.items()}
+    storages = {seed: run.storage for seed, run in runs.items()}
     season = json.loads((regions[test_seed] / "region.json").read_text())["config"]["start"][:4]
     pointer = storages[train_seed] / "models" / "crop_type" / season / "current.json"
     model = load_crop_model(Path(json.loads(pointer.read_text())["folder"]))
