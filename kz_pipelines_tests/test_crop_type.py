@@ -105,12 +105,15 @@ def test_models_trained_selected_on_validation_and_scored_on_test(tmp_path: Path
     x, y = _separable(60, 6, seed=1)
     x = np.column_stack([x, np.full(len(x), np.nan, np.float32)])  # a feature never observed (e.g. B8A)
     res = split(y, [SplitSpec("test", 0.2), SplitSpec("validation", 0.2), SplitSpec("train", 0.6)], seed=2)
-    cfg = CropTypeConfig(lgb_rounds=150, mlp_epochs=60, min_count=10, threads=2)
-    names = tuple(f"f{i}" for i in range(13))
+    cfg = CropTypeConfig(
+        lgb_rounds=150, mlp_epochs=60, min_count=10, threads=2, models=("lightgbm", "mlp", "tcnn")
+    )
+    # the columns as parcel_features lays them out: the series (12 periods of one feature), then a summary
+    names = tuple(f"ndvi@p{p:02d}" for p in range(12)) + ("b8a:mean",)
     best, models = train_crop_model(
         x, y, res.indices("train"), res.indices("validation"), res.indices("test"), names, cfg
     )
-    assert set(models) == {"lightgbm", "mlp"}
+    assert set(models) == {"lightgbm", "mlp", "tcnn"}
     card = best.card
     assert card["selected"] == best.kind
     assert card["validation"][best.kind]["macro_f1"] == max(

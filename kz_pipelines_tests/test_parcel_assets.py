@@ -192,7 +192,7 @@ def test_crop_type_trained_and_scored(pipeline: dict[str, Any]) -> None:
     assert meta["split"].value.startswith("| class | test | validation | train | unused | total |")
     folder = Path(meta["model"].value)
     assert (folder / "model.json").is_file()
-    assert (folder / "lightgbm.txt").is_file() or (folder / "mlp.safetensors").is_file()
+    assert (folder / "lightgbm.txt").is_file() or (folder / "net.safetensors").is_file()
 
     assert (
         d.resolve_job_def("score_crop_type").execute_in_process(partition_key=key, instance=instance).success

@@ -1,5 +1,5 @@
-"""The crop type model: LightGBM and a dense torch network on the parcel features, the better one on
-validation kept, reported on test.
+"""The crop type model: LightGBM and torch networks on the parcel features, the best one on validation
+kept, reported on test.
 
 * **Class balancing** (as KappaZeta describes): classes over ``cap`` training samples are undersampled to
   it; classes under ``min_count`` are oversampled to it with copies carrying Gaussian noise (``noise`` x each
@@ -8,7 +8,10 @@ validation kept, reported on test.
 * **The seed's network**: the feature vector through three dense layers with batch normalization (256, 128,
   then the classes), features standardized on the training set (missing as 0 after standardization),
   AdamW, early stopping on validation macro-F1. Deterministic on CPU.
-* **Selection**: the model with the higher validation macro-F1; its test scores go in the card.
+* **A temporal network** (``tcnn``, :class:`TemporalCNN`): the composited series as a sequence (features
+  as channels), two 1D convolutions, pooled over time, joined with the temporal summaries. Trained like
+  the dense one; it is a candidate only where it is listed in ``models``.
+* **Selection**: the model with the highest validation macro-F1; its test scores go in the card.
 
 Models are saved in safe formats only: LightGBM's text model and safetensors, with a JSON card (classes,
 features, normalization, metrics, training time, which model was selected). Never pickle.
@@ -58,9 +61,9 @@ class CropTypeConfig:
         noise: oversampling noise, in standard deviations of each feature.
         lgb_rounds: maximum boosting rounds (early stopping after 30 without a lower validation error).
         lgb_learning_rate: LightGBM learning rate.
-        mlp_epochs: maximum epochs of the network.
-        mlp_patience: epochs without a better validation macro-F1 before stopping.
-        models: which models to train (``lightgbm``, ``mlp``).
+        mlp_epochs: maximum epochs of a network (``mlp`` or ``tcnn``).
+        mlp_patience: epochs without a better validation macro-F1 before a network stops.
+        models: which models to train (``lightgbm``, ``mlp``, ``tcnn``).
         seed: random seed.
         threads: CPU threads (0: all).
         device: where the network trains and scores (``auto``: CUDA when torch sees a GPU, else CPU).
@@ -84,11 +87,11 @@ class CropTypeModel:
     """A trained crop type model.
 
     Attributes:
-        kind: ``lightgbm`` or ``mlp``.
+        kind: ``lightgbm``, ``mlp`` or ``tcnn``.
         classes: the crop class ids, in the order of the probability columns.
         feature_names: input columns.
         booster: the LightGBM model (kind ``lightgbm``).
-        net: the network (kind ``mlp``).
+        net: the network (kinds ``mlp`` and ``tcnn``).
         mean: feature means of the network's standardization.
         std: feature standard deviations of the network's standardization.
         card: metrics and provenance.
@@ -202,6 +205,54 @@ def _mlp(n_in: int, n_out: int) -> nn.Module:
     )  # fmt: skip
 
 
+def _series_shape(names: tuple[str, ...]) -> tuple[int, int]:
+    """(periods, features) of the flattened series that lead the feature columns (``NDVI@p03``)."""
+    series = [n for n in names if "@p" in n]
+    features = len({n.split("@p")[0] for n in series})
+    if not series or len(series) % features:
+        raise ValueError("the temporal network needs the composited series columns (FEATURE@pNN)")
+    return len(series) // features, features
+
+
+class TemporalCNN(nn.Module):
+    """A small 1D convolutional network over the composited series (features as channels, periods as
+    time): two convolutions with batch normalization, mean and max pooling over time, joined with the
+    per-feature temporal summaries, then a linear classifier.
+
+    Args:
+        periods: composite periods of the series.
+        features: features per period.
+        n_summaries: summary columns after the series.
+        n_out: classes.
+    """
+
+    def __init__(self, periods: int, features: int, n_summaries: int, n_out: int) -> None:
+        super().__init__()
+        self.periods, self.features = periods, features
+        self.conv = nn.Sequential(
+            nn.Conv1d(features, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(),
+            nn.Conv1d(64, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(),
+        )  # fmt: skip
+        self.summaries = nn.Sequential(nn.Linear(n_summaries, 64), nn.BatchNorm1d(64), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(3 * 64, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, columns) standardized features -> (batch, classes) logits."""
+        n_series = self.periods * self.features
+        seq = x[:, :n_series].reshape(-1, self.periods, self.features).transpose(1, 2)
+        h = self.conv(seq)
+        joined = torch.cat([h.mean(dim=2), h.amax(dim=2), self.summaries(x[:, n_series:])], dim=1)
+        return self.head(joined)
+
+
+def _network(kind: str, names: tuple[str, ...], n_out: int) -> nn.Module:
+    """An untrained network of ``kind`` (``mlp`` or ``tcnn``) for the columns ``names``."""
+    if kind == "mlp":
+        return _mlp(len(names), n_out)
+    periods, features = _series_shape(names)
+    return TemporalCNN(periods, features, len(names) - periods * features, n_out)
+
+
 Matrix = npt.NDArray[np.float32]
 Classes = npt.NDArray[np.int64]
 
@@ -248,16 +299,17 @@ def _safe(name: str) -> str:
     return name.replace("@", "_at_").replace(":", "_")
 
 
-def _train_mlp(
-    xb: Matrix, yb: Classes, xv: Matrix, yv: Classes, n_classes: int, cfg: CropTypeConfig
+def _train_net(
+    net: nn.Module, xb: Matrix, yb: Classes, xv: Matrix, yv: Classes, cfg: CropTypeConfig
 ) -> tuple[nn.Module, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Train a network on standardized features; early stopping on validation macro-F1."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     mean, std = _column_moments(xb)
     std = np.where(std > 1e-6, std, 1).astype(np.float32)
     tx, ty = _standardize(xb, mean, std, device), torch.from_numpy(yb).to(device)
     vx = _standardize(xv, mean, std, device)
-    net = _mlp(xb.shape[1], n_classes).to(device)
+    net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, stale = -1.0, None, 0
@@ -330,11 +382,12 @@ def train_crop_model(
         if kind == "lightgbm":
             booster = _train_lightgbm(xb, yb_i, xv, yv_i, len(classes), cfg, feature_names)
             models[kind] = CropTypeModel(kind, classes, feature_names, booster=booster)
-        elif kind == "mlp":
-            net, mean, std = _train_mlp(xb, yb_i, xv, yv_i, len(classes), cfg)
+        elif kind in ("mlp", "tcnn"):
+            untrained = _network(kind, feature_names, len(classes))
+            net, mean, std = _train_net(untrained, xb, yb_i, xv, yv_i, cfg)
             models[kind] = CropTypeModel(kind, classes, feature_names, net=net, mean=mean, std=std)
         else:
-            raise ValueError(f"unknown model kind {kind!r} (lightgbm, mlp)")
+            raise ValueError(f"unknown model kind {kind!r} (lightgbm, mlp, tcnn)")
         seconds[kind] = time.perf_counter() - t0
     val = {k: scores(y[val_idx], m.predict(x[val_idx]), classes) for k, m in models.items()}
     chosen = max(models, key=lambda k: val[k]["macro_f1"])
@@ -377,7 +430,7 @@ def save_crop_model(folder: Path, model: CropTypeModel) -> None:
             tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
             tensors["norm.mean"] = torch.from_numpy(model.mean)
             tensors["norm.std"] = torch.from_numpy(model.std)
-            save_file(tensors, str(tmp / "mlp.safetensors"))
+            save_file(tensors, str(tmp / "net.safetensors"))
         (tmp / "model.json").write_text(json.dumps({**meta, "card": model.card}, indent=1))
 
 
@@ -389,14 +442,12 @@ def load_crop_model(folder: Path, device: str = "auto") -> CropTypeModel:
     if meta["kind"] == "lightgbm":
         booster = lgb.Booster(model_file=str(folder / "lightgbm.txt"))
         return CropTypeModel("lightgbm", classes, names, booster=booster, card=meta["card"])
-    tensors = load_file(str(folder / "mlp.safetensors"))
-    net = _mlp(len(names), len(classes))
+    tensors = load_file(str(folder / "net.safetensors"))
+    net = _network(meta["kind"], names, len(classes))
     net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
     net.to(resolve_device(device))
-    return CropTypeModel(
-        "mlp", classes, names, net=net, mean=tensors["norm.mean"].numpy(), std=tensors["norm.std"].numpy(),
-        card=meta["card"],
-    )  # fmt: skip
+    mean, std = tensors["norm.mean"].numpy(), tensors["norm.std"].numpy()
+    return CropTypeModel(meta["kind"], classes, names, net=net, mean=mean, std=std, card=meta["card"])
 
 
 def score_tensor(
