@@ -297,6 +297,22 @@ def eval_croptype(
     _print_bench(run(log=log, quick=quick, folds=folds, work=work if sim else None, reuse=reuse), json_)
 
 
+@eval_app.command("events")
+def eval_events(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    quick: Annotated[bool, typer.Option(help="A small simulated region (a smoke run).")] = False,
+    work: Annotated[
+        Path, typer.Option(help="Simulated regions and pipeline runs (shared with kz eval croptype).")
+    ] = Path("var/eval-croptype"),
+    reuse: Annotated[bool, typer.Option(help="Keep complete pipeline runs of an earlier --work.")] = False,
+) -> None:
+    """Mowing, harvest/ploughing, emergence, damage and tillage: baseline and learned model on a held-out
+    simulated seed, with all and with half of the Sentinel-2 dates."""
+    from kz_pipelines.models.events_eval import run
+
+    _print_bench(run(work, log=lambda m: err.print(m, highlight=False), quick=quick, reuse=reuse), json_)
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit code 2."""
     try:

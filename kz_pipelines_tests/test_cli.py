@@ -164,12 +164,18 @@ def test_bench_croptype_json_names_every_target() -> None:
     assert figures["selected_on_validation"] in ("lightgbm", "mlp")
 
 
+@pytest.fixture(scope="module")
+def eval_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The evaluations' quick pipeline runs, shared by their tests (``--reuse``)."""
+    return tmp_path_factory.mktemp("eval")
+
+
 @pytest.mark.slow
-def test_eval_croptype_quick_names_every_target(tmp_path: Path) -> None:
+def test_eval_croptype_quick_names_every_target(eval_work: Path) -> None:
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcereal_lpis"
     if not data.is_dir():
         pytest.skip(f"{data} not found")
-    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2", "--work", str(tmp_path))
+    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2", "--work", str(eval_work), "--reuse")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["name"] == "croptype"
@@ -183,7 +189,33 @@ def test_eval_croptype_quick_names_every_target(tmp_path: Path) -> None:
     # the held-out seed went through the pipeline: every one of its parcels scored against its truth
     assert figures["sim_heldout_parcels"] == 40
     assert 0 <= result["targets"]["sim_heldout_macro_f1"]["value"] <= 1
-    assert (tmp_path / "heldout_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (eval_work / "heldout_confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert figures["fra_2023_dekad_parcels"] == 417  # the samples whose ewoc_code has a class here
     for model in ("ours", "random_forest", "lightgbm_plain"):
         assert 0 < figures[f"fra_2022_month_{model}_macro_f1"] <= 1
+
+
+@pytest.mark.slow
+def test_eval_events_quick_names_every_target(eval_work: Path) -> None:
+    out = kz("eval", "events", "--json", "--quick", "--work", str(eval_work), "--reuse")
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    result = json.loads(last, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert result["name"] == "events"
+    assert set(result["targets"]) == {
+        "mowing_f1",
+        "harvest_f1",
+        "harvest_mae_days",
+        "ploughing_f1",
+        "ploughing_mae_days",
+        "emergence_mae_days",
+        "damage_area_error",
+        "damage_iou",
+        "tillage_f1",
+    }
+    figures = result["figures"]
+    assert figures["test_parcels"] == 40
+    for product in ("mowing", "ploughing_harvest", "emergence", "tillage"):  # side by side, both variants
+        for variant in ("", "cloudy_"):
+            assert any(k.startswith(f"{product}_{variant}baseline_") for k in figures), (product, variant)
+            assert any(k.startswith(f"{product}_{variant}learned_") for k in figures), (product, variant)

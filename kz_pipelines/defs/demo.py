@@ -33,12 +33,14 @@ DEMO_MODEL = {"preset": "tiny", "chip_size": 256, "max_scenes": 16, "epochs": 4}
 
 
 def _resources(region: Path, storage: Path) -> dict[str, Any]:
+    labels = region / "labels"  # the simulated inspectors' reports, when the region has them
     return {
         "stac": StacResource(catalog=str(region)),
         "storage": StorageResource(root=str(storage)),
         "parcel_source": ParcelSourceResource(
             url=str(region / "parcels.parquet"),
-            labels=str(labels) if (labels := region / "labels" / "inspections.parquet").is_file() else "",
+            labels=str(labels / "inspections.parquet") if (labels / "inspections.parquet").is_file() else "",
+            field_labels=str(labels) if (labels / "field_events.parquet").is_file() else "",
         ),
         "masker": CloudMaskResource(device="auto"),
     }
