@@ -74,7 +74,6 @@ defs = dg.Definitions(
         "parcel_source": ParcelSourceResource(
             url=dg.EnvVar("KZ_PARCELS"),
             labels=os.environ.get("KZ_LABELS", ""),
-            field_labels=os.environ.get("KZ_FIELD_LABELS", ""),
             scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim"),
         ),
         "masker": CloudMaskResource(

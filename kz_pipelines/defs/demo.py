@@ -40,7 +40,6 @@ def _resources(region: Path, storage: Path) -> dict[str, Any]:
         "parcel_source": ParcelSourceResource(
             url=str(region / "parcels.parquet"),
             labels=str(labels / "inspections.parquet") if (labels / "inspections.parquet").is_file() else "",
-            field_labels=str(labels) if (labels / "field_events.parquet").is_file() else "",
         ),
         "masker": CloudMaskResource(device="auto"),
     }

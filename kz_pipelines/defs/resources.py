@@ -49,11 +49,6 @@ class ParcelSourceResource(dg.ConfigurableResource):
     labels: str = ""
     """Extra labels: a Parquet table (parcel_id, crop_class, source, confidence) of inspector reports, drone
     observations or field books (`kz_pipelines.labels`); empty: the declarations only."""
-    field_labels: str = ""
-    """A folder of what inspectors saw on some parcels, for the event models to train on:
-    ``field_events.parquet`` (parcel_id, event, date), ``field_parcels.parquet`` (parcel_id, tillage,
-    emergence_date, ...) and ``field_damage.parquet`` (GeoParquet of damaged patches), as the simulated
-    region's ``labels/`` has them; empty: the event products use their rule-based baselines."""
     id_column: str = "parcel_id"
     code_column: str = "declared_code"
     scheme: str = "sim"
