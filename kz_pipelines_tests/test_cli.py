@@ -215,7 +215,15 @@ def test_eval_events_quick_names_every_target(eval_work: Path) -> None:
     }
     figures = result["figures"]
     assert figures["test_parcels"] == 40
+    measured = 0
     for product in ("mowing", "ploughing_harvest", "emergence", "tillage"):  # side by side, both variants
         for variant in ("", "cloudy_"):
-            assert any(k.startswith(f"{product}_{variant}baseline_") for k in figures), (product, variant)
-            assert any(k.startswith(f"{product}_{variant}learned_") for k in figures), (product, variant)
+            sides = [
+                any(k.startswith(f"{product}_{variant}{m}_") for k in figures)
+                for m in ("baseline", "learned")
+            ]
+            # three weeks of June may hold too little of a product to train it: then the reason is given
+            reason = figures.get(f"{product}_{variant}not_measured")
+            assert all(sides) or (not any(sides) and isinstance(reason, str) and reason), (product, variant)
+            measured += all(sides)
+    assert measured >= 4

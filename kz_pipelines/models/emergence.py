@@ -446,6 +446,11 @@ class EmergenceModel:
         x = _design(f, series.days)
         y = _truth_days(truth_parcels, f.index, series.days)
         has = np.isfinite(y) & np.isfinite(x["ref"].to_numpy())
+        if has.sum() < 10:
+            raise ValueError(
+                f"only {int(has.sum())} training parcel(s) with a spring emergence and a green-up in the "
+                "series: too few to train the emergence model (a season from sowing to summer is needed)"
+            )
         ids = f.index.to_numpy()
         val = np.isin(
             ids, np.random.default_rng(seed).permutation(np.unique(ids))[: len(np.unique(ids)) // 5]
