@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 
-def kz(*args: str) -> subprocess.CompletedProcess[str]:
+def kz(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kz_pipelines.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "kz_pipelines.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -175,7 +175,9 @@ def test_eval_croptype_quick_names_every_target(eval_work: Path) -> None:
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "worldcereal_lpis"
     if not data.is_dir():
         pytest.skip(f"{data} not found")
-    out = kz("eval", "croptype", "--json", "--quick", "--folds", "2", "--work", str(eval_work), "--reuse")
+    # the first evaluation runs the pipeline on both quick seeds (minutes on 2 cores)
+    args = ("eval", "croptype", "--json", "--quick", "--folds", "2", "--work", str(eval_work), "--reuse")
+    out = kz(*args, timeout=900)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["name"] == "croptype"
@@ -197,7 +199,7 @@ def test_eval_croptype_quick_names_every_target(eval_work: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_events_quick_names_every_target(eval_work: Path) -> None:
-    out = kz("eval", "events", "--json", "--quick", "--work", str(eval_work), "--reuse")
+    out = kz("eval", "events", "--json", "--quick", "--work", str(eval_work), "--reuse", timeout=900)
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     result = json.loads(last, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
