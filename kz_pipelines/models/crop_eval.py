@@ -60,7 +60,6 @@ REAL_SETS = {"fra_2023_dekad": 10, "fra_2022_month": 30}
 SIM_TARGET = 0.90
 """Macro-F1 on the simulated region's held-out seed."""
 
-
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
