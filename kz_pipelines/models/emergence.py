@@ -558,8 +558,8 @@ def evaluate(
 
     Returns:
         ``baseline_*`` and ``learned_*`` scores (see ``_scores``) on test, ``val_baseline_mae_days``,
-        ``val_learned_mae_days``, ``selected_learned`` (1.0 if the learned model won on validation),
-        ``mae_days`` of the selected one on test, ``n_test_emergences``.
+        ``val_learned_mae_days``, ``selected`` (1.0 if the learned model won on validation, as every
+        product's ``evaluate`` says it), ``n_test_emergences``.
     """
     val = np.random.default_rng(seed).random(len(train)) < 0.25
     fit, hold = train.subset(~val), train.subset(val)
@@ -571,8 +571,7 @@ def evaluate(
         f = emergence_features(s, rules)
         for name, est in (("baseline", estimate_rules(s, rules, f)), ("learned", model.estimate(s, f))):
             out |= {f"{prefix}{name}_{k}": v for k, v in _scores(est, truth, s.days).items()}
-    out["selected_learned"] = float(out["val_learned_mae_days"] <= out["val_baseline_mae_days"])
-    out["mae_days"] = out["learned_mae_days" if out["selected_learned"] else "baseline_mae_days"]
+    out["selected"] = float(out["val_learned_mae_days"] <= out["val_baseline_mae_days"])
     out["n_test_emergences"] = out["baseline_n_true"]
     for k in ("val_baseline_n_true", "val_learned_n_true", "baseline_n_true", "learned_n_true"):
         out.pop(k)

@@ -36,14 +36,13 @@ DROP_FRACTION = 0.5
 
 _SeriesEvaluate = Callable[[SeasonSeries, pd.DataFrame, SeasonSeries, pd.DataFrame], dict[str, float]]
 
-_SERIES_PRODUCTS: dict[str, tuple[_SeriesEvaluate, str, str]] = {
-    "mowing": (mowing.evaluate, "events", "selected"),
-    "ploughing_harvest": (ploughing_harvest.evaluate, "events", "selected"),
-    "emergence": (emergence.evaluate, "parcels", "selected_learned"),
-    "tillage": (tillage.evaluate, "parcels", "selected"),
+_SERIES_PRODUCTS: dict[str, tuple[_SeriesEvaluate, str]] = {
+    "mowing": (mowing.evaluate, "events"),
+    "ploughing_harvest": (ploughing_harvest.evaluate, "events"),
+    "emergence": (emergence.evaluate, "parcels"),
+    "tillage": (tillage.evaluate, "parcels"),
 }
-"""Products read from the season series: their ``evaluate``, the truth table they score against, and the
-figure saying whether validation chose the learned model."""
+"""Products read from the season series: their ``evaluate`` and the truth table they score against."""
 
 
 def _series(storage: Path, region: Path) -> SeasonSeries:
@@ -88,7 +87,7 @@ def run(
         for seed, run in runs.items()
     }
     train_truth, test_truth = (truth[seed] for seed in HELDOUT_SEEDS)
-    for name, (evaluate, table, flag) in _SERIES_PRODUCTS.items():
+    for name, (evaluate, table) in _SERIES_PRODUCTS.items():
         for variant, series in (("", test), ("cloudy_", cloudy)):
             log(f"{name}{' (half the S2 days dropped)' if variant else ''}")
             started = time.perf_counter()
@@ -97,7 +96,7 @@ def run(
             except ValueError as exc:  # e.g. a season too short to hold any event of this kind
                 figures[f"{name}_{variant}not_measured"] = str(exc)
                 continue
-            selected = _with_selected(result, flag=flag)
+            selected = _with_selected(result)
             figures.update({f"{name}_{variant}{k}": _round(v) for k, v in selected.items()})
             figures[f"{name}_{variant}seconds"] = round(time.perf_counter() - started, 1)
     log("damage")
