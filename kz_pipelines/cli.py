@@ -109,15 +109,17 @@ def demo(
     region: Annotated[Path, typer.Option(help="Where the simulated region lives.")] = DEFAULT_REGION,
     home: Annotated[Path, typer.Option(help="Dagster instance folder for the demo.")] = Path("var/dagster"),
     storage: Annotated[Path, typer.Option(help="Asset storage root.")] = Path("var/storage"),
+    report: Annotated[Path, typer.Option(help="The HTML report to write.")] = Path("var/report.html"),
 ) -> None:
-    """Simulate the default region (if absent) and materialize every asset for all its partitions."""
+    """Simulate the default region (if absent), materialize every asset for all its partitions and write
+    the HTML report (maps, series with events, every model's metrics against the simulated truth)."""
     from kz_pipelines.defs.demo import run_demo
 
     cfg = SimConfig()
     existing = region / "region.json"
     if not existing.is_file():
         run_simulation(cfg, region, overwrite=False)
-    summary = run_demo(region, home, storage, log=err.print)
+    summary = run_demo(region, home, storage, log=err.print, report=report)
     typer.echo(json.dumps(summary))
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 from kz_pipelines.defs.assets import s1_items, s1_scenes, s2_items, s2_scenes
 from kz_pipelines.defs.cloudmask import CloudMaskResource, cloud_mask_model, s2_cloud_mask
 from kz_pipelines.defs.croptype import crop_type_model, crop_type_predictions
+from kz_pipelines.defs.events import EVENT_PRODUCTS, event_models
 from kz_pipelines.defs.parcels import parcel_observations, parcel_timeseries, parcels
 from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 
@@ -39,6 +40,19 @@ timeseries_job = dg.define_asset_job(
     selection=[parcel_timeseries],
     description="Bring a season x tile parcel tensor up to date with the days observed so far.",
 )
+event_models_job = dg.define_asset_job(
+    "train_events",
+    selection=[event_models],
+    description="Train the season's event models (mowing, ploughing/harvest, emergence, tillage, damage).",
+)
+events_job = dg.define_asset_job(
+    "score_events",
+    selection=EVENT_PRODUCTS,
+    description=(
+        "Mowing events and compliance, harvest and ploughing, emergence, tillage and damaged areas of a "
+        "season x tile's parcels."
+    ),
+)
 cloud_mask_model_job = dg.define_asset_job(
     "train_cloud_mask", selection=[cloud_mask_model], description="Train the cloud-mask model."
 )
@@ -56,6 +70,8 @@ defs = dg.Definitions(
         parcel_timeseries,
         crop_type_model,
         crop_type_predictions,
+        event_models,
+        *EVENT_PRODUCTS,
     ],
     jobs=[
         ingest_job,
@@ -65,6 +81,8 @@ defs = dg.Definitions(
         timeseries_job,
         crop_type_model_job,
         crop_type_job,
+        event_models_job,
+        events_job,
     ],
     resources={
         "stac": StacResource(
@@ -74,6 +92,7 @@ defs = dg.Definitions(
         "parcel_source": ParcelSourceResource(
             url=dg.EnvVar("KZ_PARCELS"),
             labels=os.environ.get("KZ_LABELS", ""),
+            field_labels=os.environ.get("KZ_FIELD_LABELS", ""),
             scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim"),
         ),
         "masker": CloudMaskResource(

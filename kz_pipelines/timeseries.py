@@ -297,16 +297,16 @@ def manifest_scenes(path: Path) -> dict[str, list[dict[str, Any]]]:
 def series_png(ds: xr.Dataset, parcels: Sequence[str], features: Sequence[str] = ("NDVI", "VH_asc")) -> bytes:
     """A PNG with one panel per feature: the median of each of ``parcels`` over the season (observed days
     only, as markers joined by lines)."""
-    from kz_pipelines.plots import plt, png  # the Agg backend first
+    from kz_pipelines import plots  # the Agg backend first
 
-    fig, axes = plt.subplots(len(features), 1, figsize=(8, 2.4 * len(features)), sharex=True, squeeze=False)
-    for ax, feature in zip(axes[:, 0], features, strict=True):
-        for pid in parcels:
-            s = ds["obs"].sel(parcel=pid, feature=feature, stat="median").to_series().dropna()
-            label = f"{pid} ({ds['declared_code'].sel(parcel=pid).to_numpy()})"
-            ax.plot(s.index, s.to_numpy(), marker="o", markersize=3, linewidth=1, label=label)
-        ax.set_ylabel(f"{feature} median" + (" (dB)" if feature.startswith("V") else ""))
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return png(fig, dpi=80)
+    panels = [
+        {
+            f"{pid} ({ds['declared_code'].sel(parcel=pid).to_numpy()})": ds["obs"]
+            .sel(parcel=pid, feature=feature, stat="median")
+            .to_numpy()
+            for pid in parcels
+        }
+        for feature in features
+    ]
+    ylabels = [f"{f} median" + (" (dB)" if f.startswith("V") else "") for f in features]
+    return plots.series_png(pd.DatetimeIndex(ds["time"].to_numpy()), panels, ylabels=ylabels)

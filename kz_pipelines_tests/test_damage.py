@@ -167,3 +167,15 @@ def test_reads_pipeline_storage(tmp_path: Path) -> None:
     assert list(table["status"]) == ["damaged", "undamaged"]
     assert table.loc["A", "damaged_ha"] == pytest.approx(1.2, rel=0.02)
     assert list(table["n_dates"]) == [12, 11]
+
+
+def test_a_season_without_s2_is_insufficient_data_not_undamaged(tmp_path: Path) -> None:
+    _storage(tmp_path)
+    for store in (tmp_path / "scenes" / "s2_l2a" / "35VLF").glob("*.zarr"):
+        store.rename(store.with_name(store.name.replace("2024", "2023")))  # the scenes of another season
+    table = damage_areas(tmp_path, 2024, "35VLF", DamageRules())
+    assert list(table["parcel_id"]) == ["A", "B"]
+    assert set(table["status"]) == {"insufficient_data"}
+    assert table["damaged_ha"].isna().all()
+    assert table.geometry.isna().all()
+    assert table["parcel_area_ha"].to_numpy() == pytest.approx([6.25, 6.25], rel=0.01)

@@ -26,6 +26,12 @@ def test_definitions_load_with_expected_assets() -> None:
         "crop_type_model": {"season"},
         "crop_type_predictions": {"season", "tile"},
         "cloud_mask_model": set(),
+        "event_models": {"season"},
+        "mowing_events": {"season", "tile"},
+        "ploughing_harvest_events": {"season", "tile"},
+        "emergence_dates": {"season", "tile"},
+        "tillage_practice": {"season", "tile"},
+        "damage_areas": {"season", "tile"},
     }
     assert keys == set(partitions)
     for name, dims in partitions.items():
@@ -63,6 +69,24 @@ def test_parcel_assets_map_days_to_seasons() -> None:
             keys = set(days.partitions_subset.get_partition_keys())
             assert len(keys) == 366 * 2  # every day of 2024 on both tiles
             assert dg.MultiPartitionKey({"date": "2024-12-31", "tile": "35VMF"}) in keys
+
+
+def test_damage_reads_the_days_of_its_own_tile() -> None:
+    graph = defs.get_repository_def().asset_graph
+    damage = graph.get(dg.AssetKey("damage_areas"))
+    assert damage.parent_keys == {dg.AssetKey(k) for k in ("s2_scenes", "s2_cloud_mask", "event_models")}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tile", ["35VLF", "35VMF"])
+        from dagster._core.definitions.partitions.context import partition_loading_context
+
+        with partition_loading_context(dynamic_partitions_store=instance):
+            key = dg.MultiPartitionKey({"season": "2024", "tile": "35VMF"})
+            days = graph.get_parent_partition_keys_for_child(
+                key, parent_asset_key=dg.AssetKey("s2_scenes"), child_asset_key=damage.key
+            )
+            keys = set(days.partitions_subset.get_partition_keys())
+            assert len(keys) == 366
+            assert {k.keys_by_dimension["tile"] for k in keys} == {"35VMF"}
 
 
 def test_resources_come_from_the_environment() -> None:

@@ -103,7 +103,7 @@ def test_statuses() -> None:
         v[1] = np.nan
     odd = SeasonSeries(series.parcel_ids, series.days, data, series.counts, crop, series.area_ha)
     table = classify_rules(odd)
-    assert table["status"].tolist() == ["not arable", "insufficient data", "ok", "ok"]
+    assert table["status"].tolist() == ["not_arable", "insufficient_data", "ok", "ok"]
     assert table["practice"][:2].isna().all()
     assert table["p_conventional"][:2].isna().all()
 
@@ -133,8 +133,8 @@ def test_model_statuses_and_s1_only(model: TillageModel) -> None:
         if f not in S1_FEATURES:
             v[1] = np.nan
     odd = SeasonSeries(series.parcel_ids, series.days, data, series.counts, series.crop_class, series.area_ha)
-    assert model.classify(odd)["status"].tolist() == ["insufficient data", "ok", "ok"]
-    assert classify_rules(odd)["status"].tolist() == ["insufficient data", "insufficient data", "ok"]
+    assert model.classify(odd)["status"].tolist() == ["insufficient_data", "ok", "ok"]
+    assert classify_rules(odd)["status"].tolist() == ["insufficient_data", "insufficient_data", "ok"]
 
 
 def test_evaluate_reports_both() -> None:

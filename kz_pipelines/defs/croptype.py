@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from kz_pipelines.defs.metadata import image_md, md_table
-from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries
+from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
 from kz_pipelines.defs.partitions import SEASON_DIMENSION, SEASON_PARTITIONS, SEASON_TILE, TILE_PARTITIONS
 from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
 from kz_pipelines.labels import best_labels, declared_labels, load_taxonomy
@@ -24,7 +25,7 @@ from kz_pipelines.models.crop_type import (
     train_crop_model,
 )
 from kz_pipelines.models.features import parcel_features
-from kz_pipelines.plots import bars_png, confusion_png
+from kz_pipelines.plots import bars_png, category_colours, confusion_png, map_png
 from kz_pipelines.splits import SplitSpec, split
 from kz_pipelines.storage import atomic_path, write_json
 
@@ -45,15 +46,6 @@ class CropTypeModelConfig(dg.Config):
     lgb_rounds: int = 600
     mlp_epochs: int = 150
     seed: int = 0
-
-
-def _tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr.Dataset:
-    """The season tensors of the tiles that have one, parcels of all tiles together (each parcel is in its
-    home tile's tensor only)."""
-    paths = [p for t in sorted(tiles) if (p := storage.path("timeseries", str(season), f"{t}.zarr")).exists()]
-    if not paths:
-        raise FileNotFoundError(f"no parcel_timeseries for season {season}: materialize it first")
-    return xr.concat([xr.open_zarr(p) for p in paths], dim="parcel", coords="minimal", compat="override")
 
 
 def _labels(parcel_source: ParcelSourceResource, storage: StorageResource, season: int) -> pd.DataFrame:
@@ -90,7 +82,7 @@ def crop_type_model(
 ) -> dg.MaterializeResult:
     season = int(context.partition_key)
     tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
-    ds = _tensor(storage, season, tiles).load()
+    ds = season_tensor(storage, season, tiles).load()
     features = parcel_features(ds, config.period_days)
     labels = _labels(parcel_source, storage, season).set_index("parcel_id").reindex(features.parcel_ids)
     known = labels["crop_class"].notna().to_numpy()
@@ -203,13 +195,25 @@ def crop_type_predictions(
     with atomic_path(path) as tmp:
         table.to_parquet(tmp)
     agree = float((table["predicted_class"] == table["declared_class"]).mean())
-    shown = table.loc[flags, ["parcel_id", "declared_class", "predicted_class", "probability"]].head(50)
+    geoms = gpd.read_parquet(_parcels_path(storage, season), columns=["parcel_id", "geometry"])
+    shown = geoms.merge(table[["parcel_id", "predicted_class", "disagrees"]], on="parcel_id")
+    shown["class"] = [load_taxonomy().by_id(int(c)).name for c in shown["predicted_class"]]
+    crop_map = map_png(
+        shown,
+        "class",
+        category_colours(sorted(set(shown["class"]))),
+        f"predicted crop type ({tile})",
+        overlay=shown.loc[shown["disagrees"]],
+        overlay_label="disagrees with the declaration",
+    )
+    to_inspect = table.loc[flags, ["parcel_id", "declared_class", "predicted_class", "probability"]].head(50)
     return dg.MaterializeResult(
         metadata={
             "parcels": len(table),
             "agrees_with_declaration": round(agree, 4),
             "disagreements": int(flags.sum()),
-            "to_inspect": dg.MetadataValue.md(md_table(shown) if len(shown) else "none"),
+            "to_inspect": dg.MetadataValue.md(md_table(to_inspect) if len(to_inspect) else "none"),
+            "map": image_md(crop_map, "crop type map"),
             "model": model.card.get("selected", model.kind),
             "path": dg.MetadataValue.path(str(path)),
         }

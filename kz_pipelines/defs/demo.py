@@ -40,6 +40,7 @@ def _resources(region: Path, storage: Path) -> dict[str, Any]:
         "parcel_source": ParcelSourceResource(
             url=str(region / "parcels.parquet"),
             labels=str(labels / "inspections.parquet") if (labels / "inspections.parquet").is_file() else "",
+            field_labels=str(labels) if (labels / "field_events.parquet").is_file() else "",
         ),
         "masker": CloudMaskResource(device="auto"),
     }
@@ -81,11 +82,14 @@ def run_demo(
     log: Callable[[str], Any] = print,
     model: dict[str, Any] | None = None,
     crop_type: bool = True,
+    events: bool = True,
+    report: Path | None = None,
 ) -> dict[str, Any]:
     """Register the region's tiles, train the cloud-mask model (`DEMO_MODEL`), load the season's parcels,
     materialize all per-scene assets (items, scenes, cloud mask, parcel observations) for each day x tile
     of its season, one Dagster run per partition spread over one process per core, then build each
-    season x tile parcel tensor, train the season's crop type model and score every tile.
+    season x tile parcel tensor, train the season's crop type model and score every tile, and train the
+    season's event models and run the event products on every tile.
 
     Args:
         region: a simulated region folder (with region.json).
@@ -93,10 +97,12 @@ def run_demo(
         storage: root folder for asset values.
         log: where progress lines go.
         model: `cloud_mask_model` config (default `DEMO_MODEL`).
-        crop_type: also train the crop type model and score every tile (False: stop at the tensors).
+        crop_type: also train the crop type model and score every tile.
+        events: also train the event models and run the event products on every tile.
+        report: write the HTML report (`kz_pipelines.defs.report`) there.
 
     Returns:
-        A summary: partitions run, items found per asset, failures, seconds.
+        A summary: partitions run, items found per asset, failures, seconds per stage and in all.
     """
     region, home, storage = region.resolve(), home.resolve(), storage.resolve()
     summary = json.loads((region / "region.json").read_text())
@@ -109,7 +115,16 @@ def run_demo(
         d = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=_resources(region, storage))
         return d.resolve_job_def(name)
 
-    t_train = time.monotonic()
+    timings: dict[str, float] = {}
+    started = mark = time.monotonic()
+
+    def lap(stage: str) -> None:
+        """Record the seconds since the last stage ended and log them."""
+        nonlocal mark
+        timings[stage] = round(time.monotonic() - mark, 1)
+        mark = time.monotonic()
+        log(f"demo: {stage} in {timings[stage]:.0f} s")
+
     with _instance(home) as instance:
         instance.add_dynamic_partitions(TILE_PARTITIONS.name or "tile", tiles)
         log(f"demo: training the cloud-mask model {model or DEMO_MODEL}")
@@ -120,19 +135,18 @@ def run_demo(
         )
         if not trained.success:
             raise RuntimeError("demo: training the cloud-mask model failed; see the run in the Dagster UI")
-        log(f"demo: model trained in {time.monotonic() - t_train:.0f} s")
+        lap("cloud-mask model trained")
         for season in seasons:
             _job("load_parcels").execute_in_process(
                 partition_key=season, instance=instance, run_config=_QUIET
             )
-        log(f"demo: parcels of season(s) {', '.join(seasons)} loaded")
+        lap(f"parcels of season(s) {', '.join(seasons)} loaded")
     days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     keys = [(d, t) for d in days for t in tiles]
     chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
     found: dict[str, int] = {}
     failed: list[str] = []
     done = 0
-    t0 = time.monotonic()
     workers = max(1, min(os.cpu_count() or 1, len(chunks)))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_chunk, region, home, storage, chunk): len(chunk) for chunk in chunks}
@@ -142,7 +156,8 @@ def run_demo(
                 found[name] = found.get(name, 0) + n
             failed += bad
             done += futures[fut]
-            log(f"demo: {done}/{len(keys)} partitions, {time.monotonic() - t0:.0f} s, items so far {found}")
+            log(f"demo: {done}/{len(keys)} partitions, {time.monotonic() - mark:.0f} s, items so far {found}")
+    lap(f"{len(keys)} day x tile partitions (items, scenes, cloud mask, observations)")
 
     def season_run(job: str, key: str, instance: dg.DagsterInstance) -> bool:
         """One run of a season (or season x tile) job; a failure is recorded, not raised."""
@@ -153,27 +168,37 @@ def run_demo(
             failed.append(f"{job} {key}")
         return result.success
 
-    t1 = time.monotonic()
     with _instance(home) as instance:
         season_tiles = [(s, dg.MultiPartitionKey({"season": s, "tile": t})) for s in seasons for t in tiles]
         for _, key in season_tiles:
             season_run("timeseries", key, instance)
-        log(f"demo: season tensors built in {time.monotonic() - t1:.0f} s")
-        if crop_type:
-            t2 = time.monotonic()
+        lap("season tensors built")
+        for enabled, train, score, stage in (
+            (crop_type, "train_crop_type", "score_crop_type", "crop type trained and scored"),
+            (events, "train_events", "score_events", "event models trained and products run"),
+        ):
+            if not enabled:
+                continue
             for season in seasons:
-                if season_run("train_crop_type", season, instance):
+                if season_run(train, season, instance):
                     for _, key in (st for st in season_tiles if st[0] == season):
-                        season_run("score_crop_type", key, instance)
-            log(f"demo: crop type trained and scored in {time.monotonic() - t2:.0f} s")
-    return {
+                        season_run(score, key, instance)
+            lap(stage)
+    out = {
         "partitions": len(keys),
         "items": found,
         "failed": failed,
-        "seconds": round(time.monotonic() - t0, 1),
+        "timings": timings,
+        "seconds": round(time.monotonic() - started, 1),
         "dagster_home": str(home),
         "storage": str(storage),
     }
+    if report is not None:
+        from kz_pipelines.defs.report import write_report  # imports the markdown renderer only when asked
+
+        out["report"] = str(write_report(report, home, storage, region, out))
+        lap("report written")
+    return out
 
 
 HELDOUT_SEEDS = (1, 2)
@@ -251,6 +276,7 @@ def heldout_runs(
             log=log,
             model=QUICK_MODEL if quick else DEMO_MODEL,
             crop_type=train,
+            events=False,
         )
         if summary["failed"]:
             raise RuntimeError(f"the pipeline failed on seed {seed}: {summary['failed']}")

@@ -54,6 +54,19 @@ def _parcels_path(storage: StorageResource, season: int) -> Path:
     return storage.path("parcels", str(season), "parcels.parquet")
 
 
+def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr.Dataset:
+    """The season tensors of the tiles that have one, parcels of all tiles together (each parcel is in its
+    home tile's tensor only).
+
+    Raises:
+        FileNotFoundError: no tile has a tensor for the season.
+    """
+    paths = [p for t in sorted(tiles) if (p := storage.path("timeseries", str(season), f"{t}.zarr")).exists()]
+    if not paths:
+        raise FileNotFoundError(f"no parcel_timeseries for season {season}: materialize it first")
+    return xr.concat([xr.open_zarr(p) for p in paths], dim="parcel", coords="minimal", compat="override")
+
+
 @_parcel_asset(
     partitions_def=SEASON_PARTITIONS,
     kinds={"geoparquet", "geopandas"},

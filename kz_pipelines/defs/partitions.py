@@ -35,5 +35,13 @@ with warnings.catch_warnings():  # both mappings are beta in Dagster 1.12; their
     """A season x tile partition depends on every day of its season on every tile (parcels straddling
     tiles are observed by the neighbours)."""
 
+    SEASON_OF_TILE: dg.PartitionMapping = dg.MultiPartitionMapping(
+        {
+            "date": dg.DimensionPartitionMapping("season", dg.TimeWindowPartitionMapping()),
+            "tile": dg.DimensionPartitionMapping("tile", dg.IdentityPartitionMapping()),
+        }
+    )
+    """A season x tile partition depends on every day of its season on its own tile."""
+
     SEASON_DIMENSION: dg.PartitionMapping = dg.MultiToSingleDimensionPartitionMapping("season")
     """A season asset and the season x tile partitions of that season (either way round)."""

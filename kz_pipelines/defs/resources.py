@@ -49,6 +49,10 @@ class ParcelSourceResource(dg.ConfigurableResource):
     labels: str = ""
     """Extra labels: a Parquet table (parcel_id, crop_class, source, confidence) of inspector reports, drone
     observations or field books (`kz_pipelines.labels`); empty: the declarations only."""
+    field_labels: str = ""
+    """A folder of what inspectors saw on the parcels they visited (field_events, field_parcels and
+    field_damage Parquet tables: `kz_pipelines.models.event_models.FieldLabels`), which the event models
+    learn from; empty: the event products use their rule-based baselines."""
     id_column: str = "parcel_id"
     code_column: str = "declared_code"
     scheme: str = "sim"

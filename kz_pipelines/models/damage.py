@@ -44,6 +44,7 @@ from kz_pipelines.zonal import ParcelIndex, rasterize_parcels
 
 __all__ = [
     "DamageRules",
+    "NoScenesError",
     "PixelStack",
     "damage_areas",
     "damage_scores",
@@ -51,6 +52,7 @@ __all__ = [
     "detect",
     "drop_dates",
     "evaluate",
+    "fit",
     "load_stack",
     "tune_rules",
     "write_damage",
@@ -119,6 +121,16 @@ class PixelStack:
         return self.ndvi[:, self.index.offsets[i] : self.index.offsets[i + 1]]
 
 
+class NoScenesError(FileNotFoundError):
+    """A tile has no stored S2 scene in the season."""
+
+
+def _in_scope(storage_root: Path, season: int, tile: str) -> gpd.GeoDataFrame:
+    """The declared arable parcels whose home tile is ``tile``."""
+    declared = gpd.read_parquet(storage_root / "parcels" / str(season) / "parcels.parquet")
+    return declared.loc[(declared["home_tile"] == tile) & declared["arable"].astype(bool)]
+
+
 def load_stack(storage_root: Path, season: int, tile: str, parcel_ids: list[str] | None = None) -> PixelStack:
     """Read a tile's stored S2 scenes and cloud masks into a :class:`PixelStack`.
 
@@ -127,9 +139,11 @@ def load_stack(storage_root: Path, season: int, tile: str, parcel_ids: list[str]
         season: the year.
         tile: the S2 tile id.
         parcel_ids: keep only these parcels (default: every arable parcel with this home tile).
+
+    Raises:
+        NoScenesError: the tile has no S2 scene in the season.
     """
-    declared = gpd.read_parquet(storage_root / "parcels" / str(season) / "parcels.parquet")
-    scope = declared.loc[(declared["home_tile"] == tile) & declared["arable"].astype(bool)]
+    scope = _in_scope(storage_root, season, tile)
     if parcel_ids is not None:
         scope = scope.loc[scope["parcel_id"].isin(parcel_ids)]
     stores = sorted((storage_root / "scenes" / "s2_l2a" / tile).glob(f"{season}-*.zarr"))
@@ -153,7 +167,7 @@ def load_stack(storage_root: Path, season: int, tile: str, parcel_ids: list[str]
             rows.append(index.gather(ndvi))
             dates.append(np.datetime64(date.fromisoformat(store.stem), "D"))
     if grid is None:
-        raise FileNotFoundError(f"no S2 scenes of {tile} in season {season} under {storage_root}")
+        raise NoScenesError(f"no S2 scenes of {tile} in season {season} under {storage_root}")
     ndvi = np.stack(rows) if rows else np.zeros((0, index.pixels.size), np.float32)
     return PixelStack(local, index, np.array(dates, dtype="datetime64[D]"), ndvi)
 
@@ -265,9 +279,28 @@ def damage_areas(
     Returns:
         parcel_id, crop_class, status (damaged / undamaged / insufficient_data), parcel_area_ha,
         damaged_ha, damaged_percent (NaN for insufficient data), start_date (first date the patch was
-        seen low), class_ratio, n_dates, geometry (the damaged area; None when none), EPSG:4326.
+        seen low), class_ratio, n_dates, geometry (the damaged area; None when none), EPSG:4326. With no
+        S2 scene in the season every parcel is ``insufficient_data``.
     """
-    return damage_table(load_stack(storage_root, season, tile), rules or DamageRules())
+    try:
+        return damage_table(load_stack(storage_root, season, tile), rules or DamageRules())
+    except NoScenesError:
+        scope = _in_scope(storage_root, season, tile).sort_values("parcel_id")
+        n = len(scope)
+        table = pd.DataFrame(
+            {
+                "parcel_id": scope["parcel_id"].to_numpy(),
+                "crop_class": scope["crop_class"].to_numpy(),
+                "status": np.full(n, "insufficient_data"),
+                "parcel_area_ha": scope.geometry.to_crs(EQUAL_AREA_EPSG).area.to_numpy() / 1e4,
+                "damaged_ha": np.full(n, np.nan),
+                "damaged_percent": np.full(n, np.nan),
+                "start_date": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]"),
+                "class_ratio": np.full(n, np.nan),
+                "n_dates": np.zeros(n, np.int64),
+            }
+        )
+        return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries([None] * n, crs=4326), crs=4326)
 
 
 def damage_table(stack: PixelStack, rules: DamageRules) -> gpd.GeoDataFrame:
@@ -380,6 +413,31 @@ def _truth(folder: Path) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     return gpd.read_parquet(folder / "damage.parquet"), pd.read_parquet(folder / "parcels.parquet")
 
 
+def fit(
+    stacks: list[PixelStack], truth: tuple[gpd.GeoDataFrame, pd.DataFrame], seed: int = 0
+) -> tuple[DamageRules, dict[str, float]]:
+    """Tune the rules (:func:`tune_rules`) on half of the stacks' parcels; compare the default and the
+    tuned rules on the other half.
+
+    Args:
+        stacks: the training parcels' pixels.
+        truth: true damage polygons and the true parcel table (``damaged``) of those parcels.
+        seed: the halving.
+
+    Returns:
+        The tuned rules, and the validation figures ``{baseline,tuned}_*`` (:func:`damage_scores`), the
+        tuned thresholds (``rule_*``) and ``selected_tuned`` (1.0 when the tuned rules won).
+    """
+    ids = np.concatenate([s.index.parcel_ids for s in stacks])
+    val = np.random.default_rng(seed).random(ids.size) < 0.5
+    tuned = tune_rules(stacks, truth, set(ids[~val]))
+    out: dict[str, float] = {f"rule_{k}": float(v) for k, v in tuned.__dict__.items()}
+    for name, rules in (("baseline", DamageRules()), ("tuned", tuned)):
+        out |= {f"{name}_{k}": v for k, v in _pooled(stacks, rules, truth, set(ids[val])).items()}
+    out["selected_tuned"] = float(_objective_of(out, "tuned") > _objective_of(out, "baseline"))
+    return tuned, out
+
+
 def evaluate(
     train_storage: Path,
     train_truth_dir: Path,
@@ -389,24 +447,18 @@ def evaluate(
     season: int = 2024,
     drop_fraction: float = 0.5,
 ) -> dict[str, float]:
-    """Tune the rules on half of the training region's parcels, choose default vs tuned on the other half,
-    then score both on the test region, with all S2 dates and with ``drop_fraction`` of them dropped.
+    """Tune the rules on half of the training region's parcels, choose default vs tuned on the other half
+    (:func:`fit`), then score both on the test region, with all S2 dates and with ``drop_fraction`` of
+    them dropped.
 
     Returns:
         ``{baseline,tuned}_{metric}`` on the test region (``..._drop`` with dates dropped),
         ``val_{baseline,tuned}_{metric}`` on the training region's validation parcels, ``selected_tuned``
         (1.0 when the tuned rules won on validation) and the tuned thresholds (``rule_*``).
     """
-    train = [load_stack(train_storage, season, t) for t in tiles]
-    ids = np.concatenate([s.index.parcel_ids for s in train])
-    val = np.random.default_rng(0).random(ids.size) < 0.5
-    train_truth = _truth(train_truth_dir)
-    tuned = tune_rules(train, train_truth, set(ids[~val]))
-    out: dict[str, float] = {f"rule_{k}": float(v) for k, v in tuned.__dict__.items()}
+    tuned, validation = fit([load_stack(train_storage, season, t) for t in tiles], _truth(train_truth_dir))
+    out = {k if k.startswith(("rule_", "selected")) else f"val_{k}": v for k, v in validation.items()}
     picks = {"baseline": DamageRules(), "tuned": tuned}
-    for name, rules in picks.items():
-        out |= {f"val_{name}_{k}": v for k, v in _pooled(train, rules, train_truth, set(ids[val])).items()}
-    out["selected_tuned"] = float(_objective_of(out, "val_tuned") > _objective_of(out, "val_baseline"))
     test = [load_stack(test_storage, season, t) for t in tiles]
     test_truth = _truth(test_truth_dir)
     for suffix, stacks in (("", test), ("_drop", [drop_dates(s, drop_fraction) for s in test])):

@@ -2,10 +2,10 @@
 
 The product reports the **main crop's spring emergence** (what insurers ask for; the simulated truth's
 ``parcels.parquet`` ``emergence_date``). Overwintered crops (winter cereals and rapeseed), fallow and
-perennials have no emergence in the season and get the status ``not sown in season``; the autumn emergence
+perennials have no emergence in the season and get the status ``not_sown_in_season``; the autumn emergence
 of the next winter crop after a harvest is a different event and is not reported here. Every in-scope
 parcel (declared arable, or of unknown class) gets one row: a date with a confidence (``emerged``), or an
-explicit status with no date (``not sown in season``, ``insufficient data``, ``no green-up``).
+explicit status with no date (``not_sown_in_season``, ``insufficient_data``, ``no_green_up``).
 
 S2 dates where the parcel's valid-pixel count is under ``min_valid_fraction`` of its best are dropped
 (mostly-masked dates carry unmasked haze at cloud edges).
@@ -55,6 +55,7 @@ __all__ = [
     "emergence_features",
     "estimate_rules",
     "evaluate",
+    "fit",
 ]
 
 EMERGENCE_FEATURES = ("NDVI", "NDTI", "VH_asc", "VH_desc")
@@ -62,9 +63,9 @@ EMERGENCE_FEATURES = ("NDVI", "NDTI", "VH_asc", "VH_desc")
 
 EMERGED, NOT_SOWN, INSUFFICIENT, NO_GREENUP = (
     "emerged",
-    "not sown in season",
-    "insufficient data",
-    "no green-up",
+    "not_sown_in_season",
+    "insufficient_data",
+    "no_green_up",
 )
 """Status values of the output table."""
 
@@ -546,6 +547,41 @@ def calibrate_rules(
     return EmergenceRules(**{**asdict(rules), **lags})
 
 
+def fit(
+    series: SeasonSeries, truth_parcels: pd.DataFrame, seed: int = 0
+) -> tuple[EmergenceModel, dict[str, float]]:
+    """Calibrate the rules' lags and train the learned model on 75% of ``series``' parcels; compare the
+    calibrated baseline and the learned model on the other 25%.
+
+    Returns:
+        The model (its ``rules``: the calibrated baseline), and the validation figures
+        ``{baseline,learned}_*`` (see ``_scores``) with ``selected`` (1.0: the learned model's MAE is at
+        most the baseline's, 0.0: the baseline).
+
+    Raises:
+        ValueError: too few parcels with a spring emergence to train on.
+    """
+    val = np.random.default_rng(seed).random(len(series)) < 0.25
+    train, hold = series.subset(~val), series.subset(val)
+    features = emergence_features(train)
+    rules = calibrate_rules(train, truth_parcels, features=features)
+    model = EmergenceModel.train(train, truth_parcels, seed=seed, rules=rules, features=features)
+    figures = _both(model, hold, truth_parcels)
+    return model, {**figures, "selected": float(figures["learned_mae_days"] <= figures["baseline_mae_days"])}
+
+
+def _both(model: EmergenceModel, series: SeasonSeries, truth_parcels: pd.DataFrame) -> dict[str, float]:
+    """``{baseline,learned}_*`` scores of the model's rules and of the model on ``series``."""
+    f = emergence_features(series, model.rules)
+    out: dict[str, float] = {}
+    for name, est in (
+        ("baseline", estimate_rules(series, model.rules, f)),
+        ("learned", model.estimate(series, f)),
+    ):
+        out |= {f"{name}_{k}": v for k, v in _scores(est, truth_parcels, series.days).items()}
+    return out
+
+
 def evaluate(
     train: SeasonSeries,
     train_truth_parcels: pd.DataFrame,
@@ -553,26 +589,18 @@ def evaluate(
     test_truth_parcels: pd.DataFrame,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Fit on ``train`` (75% of its parcels; the other 25% choose between baseline and learned), score
-    both on ``test``.
+    """Fit on ``train`` (:func:`fit`: 75% of its parcels; the other 25% choose between baseline and
+    learned), score both on ``test``.
 
     Returns:
         ``baseline_*`` and ``learned_*`` scores (see ``_scores``) on test, ``val_baseline_mae_days``,
         ``val_learned_mae_days``, ``selected`` (1.0 if the learned model won on validation, as every
         product's ``evaluate`` says it), ``n_test_emergences``.
     """
-    val = np.random.default_rng(seed).random(len(train)) < 0.25
-    fit, hold = train.subset(~val), train.subset(val)
-    features = emergence_features(fit)
-    rules = calibrate_rules(fit, train_truth_parcels, features=features)
-    model = EmergenceModel.train(fit, train_truth_parcels, seed=seed, rules=rules, features=features)
-    out: dict[str, float] = {}
-    for prefix, s, truth in (("val_", hold, train_truth_parcels), ("", test, test_truth_parcels)):
-        f = emergence_features(s, rules)
-        for name, est in (("baseline", estimate_rules(s, rules, f)), ("learned", model.estimate(s, f))):
-            out |= {f"{prefix}{name}_{k}": v for k, v in _scores(est, truth, s.days).items()}
-    out["selected"] = float(out["val_learned_mae_days"] <= out["val_baseline_mae_days"])
-    out["n_test_emergences"] = out["baseline_n_true"]
-    for k in ("val_baseline_n_true", "val_learned_n_true", "baseline_n_true", "learned_n_true"):
-        out.pop(k)
+    model, validation = fit(train, train_truth_parcels, seed)
+    out = {f"val_{k}": v for k, v in validation.items() if k != "selected" and not k.endswith("n_true")}
+    out |= _both(model, test, test_truth_parcels)
+    out["selected"] = validation["selected"]
+    out["n_test_emergences"] = out.pop("baseline_n_true")
+    out.pop("learned_n_true")
     return out

@@ -48,6 +48,7 @@ __all__ = [
     "data_status",
     "detect_mowing_rules",
     "evaluate",
+    "fit",
     "grassland",
     "merged_s1",
     "window_features",
@@ -447,6 +448,22 @@ def compliance(
     )
 
 
+def fit(series: SeasonSeries, truth: pd.DataFrame, seed: int = 0) -> tuple[MowingModel, dict[str, float]]:
+    """Train the learned model on ``series`` and compare it with the baseline on its validation parcels
+    (the 20% :meth:`MowingModel.train` holds out).
+
+    Returns:
+        The model, and the validation figures ``learned_f1``, ``baseline_f1`` and ``selected`` (1.0: the
+        learned model is at least as good, 0.0: the baseline is better).
+
+    Raises:
+        ValueError: too few true cuts to learn from.
+    """
+    model = MowingModel.train(series, truth, seed)
+    learned, baseline = float(model.card["validation_f1"]), float(model.card["validation_baseline_f1"])
+    return model, {"learned_f1": learned, "baseline_f1": baseline, "selected": float(learned >= baseline)}
+
+
 def evaluate(
     train: SeasonSeries,
     train_truth: pd.DataFrame,
@@ -466,7 +483,7 @@ def evaluate(
     Raises:
         ValueError: too few true cuts in ``train`` to learn from (e.g. a season too short).
     """
-    model = MowingModel.train(train, train_truth)
+    model, validation = fit(train, train_truth)
     grass = test.subset(np.flatnonzero(grassland(test)))
     truth = _truth_days(grass, test_truth)
     status = data_status(grass, model.rules).set_index("parcel_id")["status"]
@@ -480,9 +497,8 @@ def evaluate(
         out |= {f"{name}_{k}": s[k] for k in ("f1", "precision", "recall", "mae_days")}
         flags = compliance(events_table(events), judged, deadline)["mowed_by_deadline"].to_numpy()
         out[f"{name}_compliance_accuracy"] = float(np.mean(flags == expected)) if judged else float("nan")
-    out["validation_learned_f1"] = float(model.card["validation_f1"])
-    out["validation_baseline_f1"] = float(model.card["validation_baseline_f1"])
-    out["selected"] = float(out["validation_learned_f1"] >= out["validation_baseline_f1"])
+    out |= {f"validation_{k}": v for k, v in validation.items() if k != "selected"}
+    out["selected"] = validation["selected"]
     out["n_parcels"] = float(len(grass))
     out["n_insufficient"] = float((status == "insufficient_data").sum())
     return out

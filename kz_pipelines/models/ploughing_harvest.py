@@ -50,6 +50,7 @@ __all__ = [
     "detect_rules",
     "event_figures",
     "evaluate",
+    "fit",
     "parcel_status",
 ]
 
@@ -362,9 +363,18 @@ class HarvestPloughModel:
             validation: share of parcels held out.
             radius: days either side of a true event labelled as that event.
             rounds: maximum boosting rounds (early stopping after 30 without improvement).
+
+        Raises:
+            ValueError: fewer than 10 observed arable parcels with a true event.
         """
         rng = np.random.default_rng(seed)
         rows = np.flatnonzero(parcel_status(series) == "ok")
+        with_events = set(truth.loc[truth["event"].isin(KINDS), "parcel_id"].astype(str))
+        if len(with_events & {str(p) for p in series.parcel_ids[rows]}) < 10:
+            raise ValueError(
+                "harvest/ploughing: fewer than 10 observed arable parcels with a true harvest or ploughing "
+                "to train on"
+            )
         is_val = rng.random(len(rows)) < validation
         fit, val = series.subset(rows[~is_val]), series.subset(rows[is_val])
         sets = []
@@ -458,6 +468,21 @@ def event_figures(series: SeasonSeries, events: list[Event], truth: pd.DataFrame
     return out | {k: scores[k] for k in ("f1", "precision", "recall", "mae_days")}
 
 
+def fit(
+    series: SeasonSeries, truth: pd.DataFrame, seed: int = 0
+) -> tuple[HarvestPloughModel, dict[str, float]]:
+    """Train the learned model on ``series`` and compare it with the baseline on its validation parcels
+    (the share :meth:`HarvestPloughModel.train` holds out).
+
+    Returns:
+        The model, and the validation figures of both (``learned_*``, ``baseline_*``: :func:`event_figures`)
+        with ``selected`` (1.0: the learned model's F1 is at least the baseline's, 0.0: the baseline).
+    """
+    model = HarvestPloughModel.train(series, truth, seed)
+    validation = {k: float(v) for k, v in (model.card or {})["validation"].items()}
+    return model, {**validation, "selected": float(validation["learned_f1"] >= validation["baseline_f1"])}
+
+
 def evaluate(
     train: SeasonSeries, train_truth: pd.DataFrame, test: SeasonSeries, test_truth: pd.DataFrame
 ) -> dict[str, float]:
@@ -469,10 +494,9 @@ def evaluate(
         ``harvest_f1``...), ``validation_*`` figures on the held-out part of ``train``, and ``selected``:
         1.0 where the learned model had the higher validation F1 (else 0.0, the baseline).
     """
-    model = HarvestPloughModel.train(train, train_truth)
+    model, validation = fit(train, train_truth)
     out = {f"baseline_{k}": v for k, v in event_figures(test, detect_rules(test), test_truth).items()}
     out |= {f"learned_{k}": v for k, v in event_figures(test, model.detect(test), test_truth).items()}
-    validation = (model.card or {})["validation"]
-    out |= {f"validation_{k}": float(v) for k, v in validation.items()}
-    out["selected"] = float(validation["learned_f1"] >= validation["baseline_f1"])
+    out |= {f"validation_{k}": v for k, v in validation.items() if k != "selected"}
+    out["selected"] = validation["selected"]
     return out

@@ -20,8 +20,8 @@ post-harvest windows are counted from the NDVI drop (first NDVI below ``drop_ndv
   parcels with half and all of their S2 dates dropped, so that it answers from S1 through cloudy spells.
 
 Scope: parcels whose declared class is arable with a harvest (taxonomy ``arable``, not fallow); other
-parcels get status ``not arable``; parcels with no observation in any window the classifier reads (the
-rules read S2 only, the model S2 and S1) ``insufficient data``.
+parcels get status ``not_arable``; parcels with no observation in any window the classifier reads (the
+rules read S2 only, the model S2 and S1) ``insufficient_data``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "TillageRules",
     "classify_rules",
     "evaluate",
+    "fit",
     "in_scope",
     "tillage_features",
     "tillage_scores",
@@ -158,7 +159,7 @@ def _residue_levels(series: SeasonSeries, rules: TillageRules) -> npt.NDArray[np
 
 def _status(series: SeasonSeries, observed: npt.NDArray[np.bool_]) -> npt.NDArray[np.str_]:
     scope = in_scope(series)
-    return np.where(~scope, "not arable", np.where(observed, "ok", "insufficient data"))
+    return np.where(~scope, "not_arable", np.where(observed, "ok", "insufficient_data"))
 
 
 def _table(series: SeasonSeries, p: npt.NDArray[np.float64], status: npt.NDArray[np.str_]) -> pd.DataFrame:
@@ -183,7 +184,7 @@ def classify_rules(series: SeasonSeries, rules: TillageRules = TillageRules()) -
 
     Returns:
         One row per parcel: ``parcel_id``, ``practice`` (conventional / conservation; None unless ok),
-        ``p_conventional`` (0..1, NaN unless ok), ``status`` (ok, not arable, insufficient data).
+        ``p_conventional`` (0..1, NaN unless ok), ``status`` (ok, not_arable, insufficient_data).
     """
     levels = _residue_levels(series, rules)
     with warnings.catch_warnings():
@@ -346,6 +347,26 @@ class TillageModel:
         return cls(booster, tuple(meta["features"]), dict(meta["card"]), TillageRules(**meta["rules"]))
 
 
+def fit(
+    series: SeasonSeries, truth_parcels: pd.DataFrame, seed: int = 0
+) -> tuple[TillageModel, dict[str, float]]:
+    """Train the learned model on 80% of ``series``' parcels; compare it with the rules on the other 20%.
+
+    Returns:
+        The model, and the validation figures ``{baseline,learned}_*`` (:func:`tillage_scores`) with
+        ``selected`` (1.0: the learned model's F1 is at least the rules', 0.0: the rules).
+
+    Raises:
+        ValueError: the training parcels do not hold both practices.
+    """
+    valid = np.random.default_rng(seed).random(len(series)) < 0.2
+    model = TillageModel.train(series.subset(~valid), truth_parcels)
+    held = series.subset(valid)
+    out = {f"baseline_{k}": v for k, v in tillage_scores(classify_rules(held), truth_parcels).items()}
+    out |= {f"learned_{k}": v for k, v in tillage_scores(model.classify(held), truth_parcels).items()}
+    return model, {**out, "selected": float(out["learned_f1"] >= out["baseline_f1"])}
+
+
 def evaluate(
     train: SeasonSeries,
     train_truth_parcels: pd.DataFrame,
@@ -353,15 +374,11 @@ def evaluate(
     test_truth_parcels: pd.DataFrame,
 ) -> dict[str, float]:
     """Fit the learned model on ``train``, choose rules or learned on a 20% validation split of ``train``
-    (``selected``: 1 learned, 0 rules), and score both on ``test`` (``baseline_*``, ``learned_*``)."""
-    rng = np.random.default_rng(0)
-    valid = rng.random(len(train)) < 0.2
-    model = TillageModel.train(train.subset(~valid), train_truth_parcels)
-    held = train.subset(valid)
-    val_rules = tillage_scores(classify_rules(held), train_truth_parcels)
-    val_model = tillage_scores(model.classify(held), train_truth_parcels)
-    out = {"selected": float(val_model["f1"] >= val_rules["f1"]), "valid_baseline_f1": val_rules["f1"],
-           "valid_learned_f1": val_model["f1"]}  # fmt: skip
+    (:func:`fit`; ``selected``: 1 learned, 0 rules), and score both on ``test`` (``baseline_*``,
+    ``learned_*``)."""
+    model, validation = fit(train, train_truth_parcels)
+    out = {"selected": validation["selected"], "valid_baseline_f1": validation["baseline_f1"],
+           "valid_learned_f1": validation["learned_f1"]}  # fmt: skip
     for name, table in (("baseline", classify_rules(test)), ("learned", model.classify(test))):
         out |= {f"{name}_{k}": v for k, v in tillage_scores(table, test_truth_parcels).items()}
     return out

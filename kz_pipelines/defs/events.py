@@ -1,0 +1,418 @@
+"""Event assets: the season's event models (from the inspectors' field labels) and, per season x tile,
+mowing, ploughing/harvest, emergence, damage and tillage (`kz_pipelines.models.event_models`)."""
+
+import functools
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.cloudmask import s2_cloud_mask
+from kz_pipelines.defs.metadata import image_md, md_table
+from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
+from kz_pipelines.defs.partitions import (
+    SEASON_DIMENSION,
+    SEASON_OF_TILE,
+    SEASON_PARTITIONS,
+    SEASON_TILE,
+    TILE_PARTITIONS,
+)
+from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
+from kz_pipelines.models import ploughing_harvest
+from kz_pipelines.models.damage import NoScenesError, load_stack, write_damage
+from kz_pipelines.models.damage import damage_areas as damage_areas_of
+from kz_pipelines.models.event_models import PRODUCTS, EventModels, FieldLabels, train_event_models
+from kz_pipelines.models.events import SeasonSeries, season_series
+from kz_pipelines.models.mowing import compliance
+from kz_pipelines.plots import map_png, series_png
+from kz_pipelines.storage import atomic_path, write_json
+
+_events_asset = functools.partial(dg.asset, group_name="events", owners=["team:models"])
+"""The event assets: in the events group."""
+
+_KEY_FIGURE = {
+    "mowing": "f1",
+    "ploughing_harvest": "f1",
+    "emergence": "mae_days",
+    "tillage": "f1",
+    "damage": "iou",
+}
+"""The validation figure each product's choice is shown by in the model table."""
+
+_SHOWN = 3
+"""Parcels drawn with their events in an asset's metadata."""
+
+
+def _series(ds: xr.Dataset) -> SeasonSeries:
+    """Every feature of a tensor as season series."""
+    return season_series(ds, [str(f) for f in ds["feature"].to_numpy()])
+
+
+class EventModelsConfig(dg.Config):
+    """How the event models are trained."""
+
+    seed: int = 0
+    """Validation splits and model seeds."""
+
+
+@_events_asset(
+    partitions_def=SEASON_PARTITIONS,
+    kinds={"lightgbm"},
+    code_version="1",
+    deps=[dg.AssetDep(parcel_timeseries, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "The season's event models, one per product (mowing, ploughing/harvest, emergence, tillage, damage): "
+        "each product's learned (LightGBM; damage: tuned thresholds) variant trained on the parcels the "
+        "inspectors visited (field labels), compared with its rule-based baseline on held-out inspected "
+        "parcels; the better one is used, both are reported. Without labels, or with too few, the baseline."
+    ),
+)
+def event_models(
+    context: dg.AssetExecutionContext,
+    config: EventModelsConfig,
+    parcel_source: ParcelSourceResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    season = int(context.partition_key)
+    tiles = sorted(context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile"))
+    series = _series(season_tensor(storage, season, tiles).load())
+    labels = FieldLabels.read(Path(parcel_source.field_labels)) if parcel_source.field_labels else None
+    stacks = []
+    if labels is not None:
+        for tile in tiles:
+            try:
+                stacks.append(load_stack(Path(storage.root), season, tile, labels.parcel_ids))
+            except NoScenesError as exc:  # a tile with no S2 scene this season: nothing to learn from
+                context.log.warning(str(exc))
+    t0 = time.perf_counter()
+    models = train_event_models(series, labels, stacks, config.seed, log=context.log.info)
+    folder = storage.path("models", "events", str(season), time.strftime("%Y%m%dT%H%M%S"))
+    models.save(folder)
+    write_json(storage.path("models", "events", str(season), "current.json"), {"folder": str(folder)})
+    rows = []
+    for name in PRODUCTS:
+        choice = models.choices[name]
+        key, learned = _KEY_FIGURE[name], "tuned" if name == "damage" else "learned"
+        rows.append(
+            {
+                "product": name,
+                "method": choice.method,
+                "validation figure": key,
+                "baseline": choice.validation.get(f"baseline_{key}", float("nan")),
+                "learned (damage: tuned)": choice.validation.get(f"{learned}_{key}", float("nan")),
+                "note": choice.note,
+            }
+        )
+    table = pd.DataFrame(rows)
+    return dg.MaterializeResult(
+        metadata={
+            "methods": dg.MetadataValue.md(md_table(table)),
+            "labelled_parcels": len(labels.parcel_ids) if labels else 0,
+            "parcels": len(series),
+            "card": dg.MetadataValue.json(models.card()),
+            "training_seconds": round(time.perf_counter() - t0, 1),
+            "model": dg.MetadataValue.path(str(folder)),
+        }
+    )
+
+
+def _models(storage: StorageResource, season: int) -> EventModels:
+    pointer = storage.path("models", "events", str(season), "current.json")
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no event models for season {season}: materialize event_models first")
+    return EventModels.load(Path(json.loads(pointer.read_text())["folder"]))
+
+
+def _inputs(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> tuple[int, str, SeasonSeries, EventModels]:
+    """The partition's season and tile, the tile's season series and the season's event models."""
+    keys = context.partition_key.keys_by_dimension
+    season, tile = int(keys["season"]), keys["tile"]
+    ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
+    return season, tile, _series(ds), _models(storage, season)
+
+
+def _write(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp)
+
+
+def _tile_parcels(storage: StorageResource, season: int, tile: str) -> gpd.GeoDataFrame:
+    """The parcels whose home tile is ``tile``."""
+    declared = gpd.read_parquet(_parcels_path(storage, season))
+    return declared.loc[declared["home_tile"] == tile, ["parcel_id", "geometry"]]
+
+
+def _events_plot(series: SeasonSeries, events: pd.DataFrame, title: str) -> dg.MetadataValue:
+    """The NDVI and VH series of the parcels with the most confident events, their events marked."""
+    best = events.groupby("parcel_id")["confidence"].max().sort_values(ascending=False)
+    rows = {str(p): i for i, p in enumerate(series.parcel_ids)}
+    panels: list[dict[str, np.ndarray]] = []
+    marks: list[list[tuple[pd.Timestamp, str]]] = []
+    for pid in [p for p in best.index if p in rows][:_SHOWN]:
+        i = rows[pid]
+        own = events.loc[events["parcel_id"] == pid]
+        panels.append({f"{pid} NDVI": series.data["NDVI"][i]})
+        panels.append({f"{pid} {f} (dB)": series.data[f][i] for f in ("VH_asc", "VH_desc")})
+        marks += [list(zip(own["date"], own["event"], strict=True))] * 2
+    if not panels:
+        return dg.MetadataValue.md("no events detected")
+    return image_md(series_png(series.days, panels, marks, title), title)
+
+
+class MowingConfig(dg.Config):
+    """The mowing check of the region."""
+
+    deadline: str = "06-20"
+    """Last day of the first cut: month-day in the season (``06-20``) or a full ISO date."""
+
+
+def _deadline(text: str, season: int) -> date:
+    try:
+        return date.fromisoformat(text if len(text) > 5 else f"{season}-{text}")
+    except ValueError:
+        raise ValueError(f"mowing deadline {text!r}: give MM-DD or YYYY-MM-DD") from None
+
+
+def _status_counts(status: pd.Series) -> dg.MetadataValue:
+    return dg.MetadataValue.json({str(k): int(v) for k, v in status.value_counts().items()})
+
+
+@_events_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"parquet"},
+    code_version="1",
+    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "Per grassland parcel of the tile: every mowing event (date, confidence; `<tile>_events.parquet`) "
+        "from S2 NDVI drops fused with S1 VH/VV drops (cuts under cloud are still found), and the compliance "
+        "flag `mowed_by_deadline` (None, not False, where the data are insufficient to judge)."
+    ),
+)
+def mowing_events(
+    context: dg.AssetExecutionContext, config: MowingConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    season, tile, series, models = _inputs(context, storage)
+    deadline = _deadline(config.deadline, season)
+    events, status = models.mowing_events(series)
+    grass = status.loc[status["status"] != "not_grassland"]
+    flags = compliance(
+        events,
+        grass["parcel_id"].tolist(),
+        deadline,
+        dict(zip(grass["parcel_id"], grass["status"], strict=True)),
+    )
+    folder = storage.path("events", "mowing", str(season))
+    _write(flags, folder / f"{tile}.parquet")
+    _write(events, folder / f"{tile}_events.parquet")
+    shown = _tile_parcels(storage, season, tile).merge(flags, on="parcel_id", how="left")
+    shown["check"] = shown["mowed_by_deadline"].map({True: "mowed", False: "not mowed"})
+    shown.loc[shown["status"].isna(), "check"] = "not grassland"
+    colours = {"mowed": "#228833", "not mowed": "#ee6677", "not grassland": "#f4f4f4"}
+    return dg.MaterializeResult(
+        metadata={
+            "method": models.choices["mowing"].method,
+            "grassland_parcels": len(grass),
+            "events": len(events),
+            "mowed_by_deadline": int((flags["mowed_by_deadline"] == True).sum()),  # noqa: E712 (None too)
+            "not_mowed_by_deadline": int((flags["mowed_by_deadline"] == False).sum()),  # noqa: E712
+            "unknown_insufficient_data": int(flags["mowed_by_deadline"].isna().sum()),
+            "deadline": deadline.isoformat(),
+            "map": image_md(
+                map_png(shown, "check", colours, f"mowed by {deadline} ({tile})"), "compliance map"
+            ),
+            "series": _events_plot(series, events, f"mowing events ({models.choices['mowing'].method})"),
+            "path": dg.MetadataValue.path(str(folder / f"{tile}.parquet")),
+        }
+    )
+
+
+def _per_parcel(
+    events: pd.DataFrame, ids: np.ndarray, status: np.ndarray, kinds: tuple[str, ...]
+) -> pd.DataFrame:
+    """One row per parcel: status, and the first date and its confidence of each event kind."""
+    table = pd.DataFrame({"parcel_id": ids, "status": status})
+    for kind in kinds:
+        first = events.loc[events["event"] == kind].groupby("parcel_id").first()
+        table[f"{kind}_date"] = table["parcel_id"].map(first["date"]).astype("datetime64[ns]")
+        table[f"{kind}_confidence"] = table["parcel_id"].map(first["confidence"]).astype(float)
+    return table
+
+
+@_events_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"parquet"},
+    code_version="1",
+    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "Per arable parcel of the tile: the harvest and the ploughing, dated with a confidence "
+        "(`<tile>_events.parquet` has every event), from S2 residue and brightness steps and the S1 "
+        "roughness rise; status `insufficient_data` with no date where too few observations."
+    ),
+)
+def ploughing_harvest_events(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    season, tile, series, models = _inputs(context, storage)
+    events = models.harvest_plough_events(series)
+    table = _per_parcel(
+        events, series.parcel_ids, ploughing_harvest.parcel_status(series), ploughing_harvest.KINDS
+    )
+    table = table.loc[table["status"] != "out_of_scope"].reset_index(drop=True)
+    folder = storage.path("events", "ploughing_harvest", str(season))
+    _write(table, folder / f"{tile}.parquet")
+    _write(events, folder / f"{tile}_events.parquet")
+    method = models.choices["ploughing_harvest"].method
+    return dg.MaterializeResult(
+        metadata={
+            "method": method,
+            "arable_parcels": len(table),
+            "status": _status_counts(table["status"]),
+            "harvests": int((events["event"] == "harvest").sum()),
+            "ploughings": int((events["event"] == "ploughing").sum()),
+            "series": _events_plot(series, events, f"harvest and ploughing ({method})"),
+            "path": dg.MetadataValue.path(str(folder / f"{tile}.parquet")),
+        }
+    )
+
+
+@_events_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"parquet"},
+    code_version="1",
+    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "Per arable parcel of the tile: the seedling emergence date (green-up onset of the main crop) with a "
+        "confidence, or an explicit status and no date (`not_sown_in_season` for overwintered crops, "
+        "`insufficient_data`, `no_green_up`)."
+    ),
+)
+def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    season, tile, series, models = _inputs(context, storage)
+    table = models.emergence_dates(series)
+    path = storage.path("events", "emergence", str(season), f"{tile}.parquet")
+    _write(table, path)
+    dated = table.dropna(subset=["emergence_date"])
+    events = pd.DataFrame(
+        {
+            "parcel_id": dated["parcel_id"],
+            "event": "emergence",
+            "date": dated["emergence_date"],
+            "confidence": dated["confidence"],
+        }
+    )
+    method = models.choices["emergence"].method
+    return dg.MaterializeResult(
+        metadata={
+            "method": method,
+            "parcels": len(table),
+            "status": _status_counts(table["status"]),
+            "median_emergence": str(pd.Timestamp(dated["emergence_date"].median()).date())
+            if len(dated)
+            else "none",
+            "series": _events_plot(series, events, f"emergence ({method})"),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@_events_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"parquet"},
+    code_version="1",
+    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    description=(
+        "Per arable parcel of the tile and season: conventional or conservation tillage with the probability "
+        "of conventional, from the residue indices (NDTI, CRC, NDI5, NDI7, NDRI, BI1, BI2) between harvest "
+        "and the next sowing and S1 roughness; `insufficient_data` where no window was observed."
+    ),
+)
+def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    season, tile, series, models = _inputs(context, storage)
+    table = models.tillage_practice(series)
+    path = storage.path("events", "tillage", str(season), f"{tile}.parquet")
+    _write(table, path)
+    shown = _tile_parcels(storage, season, tile).merge(table, on="parcel_id", how="left")
+    shown["shown"] = shown["practice"].where(shown["status"] != "not_arable", "not arable")
+    colours = {"conventional": "#aa3377", "conservation": "#228833", "not arable": "#f4f4f4"}
+    method = models.choices["tillage"].method
+    return dg.MaterializeResult(
+        metadata={
+            "method": method,
+            "status": _status_counts(table["status"]),
+            "practice": _status_counts(table["practice"].dropna()),
+            "map": image_md(
+                map_png(shown, "shown", colours, f"tillage practice ({tile}, {method})"), "tillage map"
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@_events_asset(
+    partitions_def=SEASON_TILE,
+    kinds={"geoparquet"},
+    code_version="1",
+    deps=[
+        dg.AssetDep(s2_scenes, partition_mapping=SEASON_OF_TILE),
+        dg.AssetDep(s2_cloud_mask, partition_mapping=SEASON_OF_TILE),
+        dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION),
+    ],
+    description=(
+        "Per arable parcel of the tile: the damaged area as a polygon (GeoParquet, EPSG:4326, viewable in "
+        "QGIS) with its area in ha and % of the parcel, where clear S2 pixels stay below the parcel's own "
+        "development, and `class_ratio` against its crop class's; `insufficient_data` where too few clear "
+        "green dates."
+    ),
+)
+def damage_areas(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    season, tile = int(keys["season"]), keys["tile"]
+    models = _models(storage, season)
+    table = damage_areas_of(Path(storage.root), season, tile, models.damage_rules)
+    path = storage.path("events", "damage", str(season), f"{tile}.parquet")
+    write_damage(path, table)
+    damaged = table.loc[table["status"] == "damaged"]
+    parcels = _tile_parcels(storage, season, tile).merge(
+        table[["parcel_id", "status"]], on="parcel_id", how="left"
+    )
+    parcels["status"] = parcels["status"].fillna("not arable")
+    colours = {
+        "damaged": "#ee6677",
+        "undamaged": "#99ddaa",
+        "insufficient_data": "#bbbbbb",
+        "not arable": "#f4f4f4",
+    }
+    shown = damaged.sort_values("damaged_ha", ascending=False).head(10)
+    method = models.choices["damage"].method
+    return dg.MaterializeResult(
+        metadata={
+            "method": method,
+            "status": _status_counts(table["status"]),
+            "damaged_ha": round(float(damaged["damaged_ha"].sum()), 2),
+            "largest": dg.MetadataValue.md(
+                md_table(
+                    shown[["parcel_id", "crop_class", "parcel_area_ha", "damaged_ha", "damaged_percent"]]
+                )
+                if len(shown)
+                else "none"
+            ),
+            "map": image_md(
+                map_png(parcels, "status", colours, f"damaged areas ({tile}, {method})", overlay=damaged),
+                "damage map",
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+EVENT_PRODUCTS = [mowing_events, ploughing_harvest_events, emergence_dates, tillage_practice, damage_areas]
+"""The per season x tile event assets."""
