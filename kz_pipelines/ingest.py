@@ -44,6 +44,7 @@ __all__ = [
     "IngestError",
     "S1Scene",
     "S2Scene",
+    "SceneReadError",
     "load_s1_scene",
     "load_s2_scene",
     "read_band",
@@ -64,6 +65,15 @@ SCL_FIRST_VALID = 2
 
 class IngestError(UserFacingError, RuntimeError):
     """A scene that cannot be loaded: unreadable or corrupt file, missing band, unknown CRS."""
+
+
+class SceneReadError(IngestError):
+    """A band could not be fetched (the network or the server failed, or timed out): a retry may succeed."""
+
+
+_TRANSIENT = ("http", "curl", "timed out", "timeout", "connection", "temporarily", "throttl", "slow down")
+"""Words of GDAL's messages for a failed fetch (vsicurl: HTTP status, CURL error, time-out), not for a
+file that was read and is corrupt."""
 
 
 def _snap(value: float, origin: float) -> float:
@@ -199,7 +209,8 @@ def read_band(
                         resampling=resampling,
                     )
     except RasterioError as exc:
-        raise IngestError(f"item {item_id} asset {band.asset} ({band.href}): {exc}") from None
+        kind = SceneReadError if any(w in str(exc).lower() for w in _TRANSIENT) else IngestError
+        raise kind(f"item {item_id} asset {band.asset} ({band.href}): {exc}") from None
     result = data if convert is None else convert(data, out)
     if on_rows is not None:
         on_rows(slice(0, grid.height), result)

@@ -16,10 +16,11 @@ Stores are written to a temporary folder beside their target and renamed into pl
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,71 @@ def find_scene_items(
     Raises:
         ItemNormalizationError: naming the item, for an item that cannot be used.
     """
+    return find_items_between(search, collection, tile_id, day, day, provider).get(day, ([], []))
+
+
+def find_items_between(
+    search: StacSearch, collection: str, tile_id: str, start: date, end: date, provider: str | None = None
+) -> dict[date, tuple[list[pystac.Item], list[SceneItem]]]:
+    """:func:`find_scene_items` for every day from ``start`` to ``end`` (inclusive) in one search: day ->
+    (raw, normalized), days without items absent."""
     tile = s2_tile(tile_id).tile_id
-    found = search.search([collection], bbox=_tile_bbox(tile), datetime=day.isoformat())
+    found = search.search(
+        [collection], bbox=_tile_bbox(tile), datetime=f"{start.isoformat()}/{end.isoformat()}"
+    )
     normalized = {i.id: normalize_item(i, provider) for i in found}
-    kept = deduplicate(n for n in normalized.values() if n.mission == "sentinel-1" or n.tile_id == tile)
-    ids = {n.id for n in kept}
-    raw = [i for i in found if i.id in ids]
-    return raw, sorted(kept, key=lambda n: (n.datetime, n.id))
+    out: dict[date, tuple[list[pystac.Item], list[SceneItem]]] = {}
+    for day in sorted({n.datetime.astimezone(UTC).date() for n in normalized.values()}):
+        on_day = [n for n in normalized.values() if n.datetime.astimezone(UTC).date() == day]
+        kept = deduplicate(n for n in on_day if n.mission == "sentinel-1" or n.tile_id == tile)
+        ids = {n.id for n in kept}
+        if kept:
+            out[day] = ([i for i in found if i.id in ids], sorted(kept, key=lambda n: (n.datetime, n.id)))
+    return out
+
+
+def changed_days(
+    search: StacSearch,
+    collections: Mapping[str, str],
+    tile_id: str,
+    start: date,
+    end: date,
+    stored: Callable[[str, date], Sequence[SceneItem]],
+    provider: str | None = None,
+) -> dict[date, str]:
+    """The days from ``start`` to ``end`` whose items differ from the stored ones: published late, removed,
+    or reprocessed (another id or processing baseline).
+
+    Args:
+        search: the catalog.
+        collections: storage role (``s2_l2a``, ``s2_l1c``, ``s1``) -> the provider's collection id.
+        tile_id: the Sentinel-2 tile.
+        start: first day (UTC).
+        end: last day (inclusive).
+        stored: (role, day) -> the items stored for that day (none if never ingested).
+        provider: the provider profile (for normalization).
+
+    Returns:
+        day -> a fingerprint of the items there now (changes whenever they change).
+    """
+    found = {
+        role: find_items_between(search, collection, tile_id, start, end, provider)
+        for role, collection in collections.items()
+    }
+    changed: dict[date, str] = {}
+    for offset in range((end - start).days + 1):
+        day = start + timedelta(days=offset)
+        now = sorted(
+            (role, n.id, n.processing_baseline or "")
+            for role in found
+            for n in found[role].get(day, ([], []))[1]
+        )
+        before = sorted(
+            (role, n.id, n.processing_baseline or "") for role in collections for n in stored(role, day)
+        )
+        if now != before:
+            changed[day] = hashlib.sha256(json.dumps(now).encode()).hexdigest()[:16]
+    return changed
 
 
 def write_item_collection(path: Path, raw: list[pystac.Item], items: list[SceneItem]) -> dict[str, Any]:

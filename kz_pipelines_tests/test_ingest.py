@@ -3,7 +3,9 @@ style, real products load with the right values and georeferencing, and faults n
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from shapely.geometry import shape
 from kz_pipelines.ingest import (
     ENCODED_NODATA,
     IngestError,
+    SceneReadError,
     load_s1_scene,
     load_s2_scene,
     read_band,
@@ -258,8 +261,38 @@ def test_corrupt_cog_names_item_and_asset(region: Path, tmp_path: Path) -> None:
     broken.write_bytes(payload[: len(payload) // 3])  # truncated download
     data["assets"]["red"]["href"] = str(broken)
     item = normalize_item(data)
-    with pytest.raises(IngestError, match=rf"item {item.id} asset red \({broken}\)"):
+    with pytest.raises(IngestError, match=rf"item {item.id} asset red \({broken}\)") as info:
         load_s2_scene(item, scene_grid(item))
+    assert not isinstance(info.value, SceneReadError)  # corrupt: no retry would mend it
+
+
+def test_a_server_failure_is_a_read_error_worth_retrying(region: Path) -> None:
+    """A COG server answering 500 (GDAL's vsicurl): the item and asset named, and the error retryable."""
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's API)
+            self.send_error(500, "injected")
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        data = next(d for d in _raw_items(region, "sentinel-2-l2a"))
+        data["assets"]["red"]["href"] = f"http://127.0.0.1:{server.server_port}/B04.tif"
+        item = normalize_item(data)
+        with (
+            rasterio.Env(GDAL_HTTP_MAX_RETRY=0),
+            pytest.raises(SceneReadError, match=rf"item {item.id} asset red .*500"),
+        ):
+            load_s2_scene(item, scene_grid(item))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_missing_band_and_unknown_crs(region: Path, tmp_path: Path) -> None:

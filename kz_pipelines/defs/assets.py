@@ -1,19 +1,21 @@
 """Scene assets (day x tile): what each provider published, and the scenes loaded onto the tile grid."""
 
 import functools
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import numpy as np
 import rasterio
 import xarray as xr
 
+from kz_pipelines.defs.conditions import NETWORK_RETRY, permanent
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource
-from kz_pipelines.ingest import load_s1_scene, load_s2_scene, scene_grid
+from kz_pipelines.ingest import IngestError, SceneReadError, load_s1_scene, load_s2_scene, scene_grid
 from kz_pipelines.scenes import (
     find_scene_items,
     read_items,
@@ -24,20 +26,45 @@ from kz_pipelines.scenes import (
     write_item_collection,
     write_zarr,
 )
-from kz_pipelines.stac import SceneItem
+from kz_pipelines.stac import ItemNormalizationError, SceneItem
 from kz_pipelines.storage import write_bytes
 
 _S2_LEVELS = {"L2A": "s2_l2a", "L1C": "s2_l1c"}
 
+T = TypeVar("T")
+
 _ingest_asset = functools.partial(
-    dg.asset, partitions_def=DAY_TILE, group_name="ingest", owners=["team:ingest"]
+    dg.asset,
+    partitions_def=DAY_TILE,
+    group_name="ingest",
+    owners=["team:ingest"],
+    retry_policy=NETWORK_RETRY,
 )
-"""The ingest assets: per day x tile partition, in the ingest group."""
+"""The ingest assets: per day x tile partition, in the ingest group; network faults retried with backoff;"""
 
 
 def _partition(context: dg.AssetExecutionContext) -> tuple[date, str]:
     keys = context.partition_key.keys_by_dimension
     return date.fromisoformat(keys["date"]), keys["tile"]
+
+
+def _find(stac: StacResource, collection: str, tile: str, day: date) -> tuple[list[Any], list[SceneItem]]:
+    """`find_scene_items`; an item that cannot be used fails the step at once (no retry mends it)."""
+    try:
+        return find_scene_items(stac.searcher(), collection, tile, day, stac.profile().name)
+    except ItemNormalizationError as exc:
+        raise permanent(exc) from exc
+
+
+def _load(load: Callable[[], T]) -> T:
+    """Load a scene; a failed fetch (network, server) is retried, anything else (a corrupt file, a missing
+    band, no tile, an extent outside it, uncalibrated data) fails the step at once."""
+    try:
+        return load()
+    except IngestError as exc:
+        if isinstance(exc, SceneReadError):
+            raise
+        raise permanent(exc) from exc
 
 
 def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
@@ -49,6 +76,7 @@ def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
 @_ingest_asset(
     kinds={"stac", "json"},
     code_version="2",
+    pool="stac",
     description=(
         "Sentinel-2 items (L2A, and L1C where the provider has it) acquired over the tile on the day, "
         "normalized (bands, scale/offset, tile, orbit, baseline) and with reprocessed duplicates dropped. "
@@ -64,7 +92,7 @@ def s2_items(
     for level, role in _S2_LEVELS.items():
         if role not in profile.collections:
             continue
-        raw, items = find_scene_items(stac.searcher(), profile.collections[role], tile, day, profile.name)
+        raw, items = _find(stac, profile.collections[role], tile, day)
         summary = write_item_collection(storage.path("items", role, tile, f"{day}.json"), raw, items)
         context.log.info(f"{len(items)} S2 {level} item(s) for {tile} on {day}")
         metadata[f"{level}_items"] = dg.MetadataValue.int(summary["items"])
@@ -80,6 +108,7 @@ def s2_items(
 @_ingest_asset(
     kinds={"stac", "json"},
     code_version="2",
+    pool="stac",
     description=(
         "Sentinel-1 items acquired over the tile on the day (the provider profile's S1 collection: "
         "calibrated GRD or RTC), normalized. An empty list is a valid result."
@@ -90,7 +119,7 @@ def s1_items(
 ) -> dg.MaterializeResult:
     day, tile = _partition(context)
     profile = stac.profile()
-    raw, items = find_scene_items(stac.searcher(), profile.collection("s1"), tile, day, profile.name)
+    raw, items = _find(stac, profile.collection("s1"), tile, day)
     summary = write_item_collection(storage.path("items", "s1", tile, f"{day}.json"), raw, items)
     context.log.info(f"{len(items)} S1 item(s) for {tile} on {day}")
     return dg.MaterializeResult(
@@ -151,7 +180,7 @@ def s2_scenes(
     with rasterio.Env(**stac.profile().gdal_env()):
         for item in items:
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
-            scenes.append(load_s2_scene(item, grid, encoded=True))
+            scenes.append(_load(functools.partial(load_s2_scene, item, grid, encoded=True)))
     path = storage.path("scenes", role, tile, f"{day}.zarr")
     png = s2_quicklook(scenes[0])
     _write_store(path, s2_dataset(scenes), png)
@@ -212,7 +241,12 @@ def s1_scenes(
     scenes = []
     with rasterio.Env(**stac.profile().gdal_env()):
         for group in _passes(items):
-            loaded = [load_s1_scene(i, grid, config.speckle_filter, config.keep_unfiltered) for i in group]
+            loaded = [
+                _load(
+                    functools.partial(load_s1_scene, i, grid, config.speckle_filter, config.keep_unfiltered)
+                )
+                for i in group
+            ]
             scene = loaded[0]
             for other in loaded[1:]:  # slices of one pass: fill where the first has no data
                 for name in ("vv_db", "vh_db", "vh_vv_db"):

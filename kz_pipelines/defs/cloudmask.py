@@ -24,6 +24,7 @@ from kz_pipelines.cloudmask.chips import load_chip
 from kz_pipelines.cloudmask.report import class_fractions, confusion_png, mask_overlay_png, training_curve_png
 from kz_pipelines.cloudmask.train import evaluate
 from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.conditions import GPU_RETRY
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource
@@ -154,6 +155,7 @@ def cloud_mask_model(
     deps=[s2_scenes, cloud_mask_model],
     pool="gpu",
     op_tags=GPU_TAGS,
+    retry_policy=GPU_RETRY,
     description=(
         "The 5-class cloud mask (0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent cloud, 4 cloud) of "
         "every Sentinel-2 scene of the day and tile, one uint8 COG per scene on the scene grid. Runs in the "

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
 from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
 from kz_pipelines.defs.partitions import SEASON_DIMENSION, SEASON_PARTITIONS, SEASON_TILE, TILE_PARTITIONS
@@ -159,6 +160,7 @@ def crop_type_model(
     kinds={"parquet"},
     code_version="1",
     deps=[parcel_timeseries, dg.AssetDep(crop_type_model, partition_mapping=SEASON_DIMENSION)],
+    automation_condition=season_daily("crop_type_model"),
     description=(
         "Per parcel of the tile: the predicted crop class, the probability of every class, the declared "
         "class, and `disagrees`: the prediction contradicts the declaration with high confidence "

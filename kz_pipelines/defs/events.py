@@ -15,6 +15,7 @@ import xarray as xr
 
 from kz_pipelines.defs.assets import s2_scenes
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
+from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
 from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
 from kz_pipelines.defs.partitions import (
@@ -191,6 +192,7 @@ def _status_counts(status: pd.Series) -> dg.MetadataValue:
     kinds={"parquet"},
     code_version="1",
     deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    automation_condition=season_daily("event_models"),
     description=(
         "Per grassland parcel of the tile: every mowing event (date, confidence; `<tile>_events.parquet`) "
         "from S2 NDVI drops fused with S1 VH/VV drops (cuts under cloud are still found), and the compliance "
@@ -252,6 +254,7 @@ def _per_parcel(
     kinds={"parquet"},
     code_version="1",
     deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    automation_condition=season_daily("event_models"),
     description=(
         "Per arable parcel of the tile: the harvest and the ploughing, dated with a confidence "
         "(`<tile>_events.parquet` has every event), from S2 residue and brightness steps and the S1 "
@@ -289,6 +292,7 @@ def ploughing_harvest_events(
     kinds={"parquet"},
     code_version="1",
     deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    automation_condition=season_daily("event_models"),
     description=(
         "Per arable parcel of the tile: the seedling emergence date (green-up onset of the main crop) with a "
         "confidence, or an explicit status and no date (`not_sown_in_season` for overwintered crops, "
@@ -329,6 +333,7 @@ def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource)
     kinds={"parquet"},
     code_version="1",
     deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+    automation_condition=season_daily("event_models"),
     description=(
         "Per arable parcel of the tile and season: conventional or conservation tillage with the probability "
         "of conventional, from the residue indices (NDTI, CRC, NDI5, NDI7, NDRI, BI1, BI2) between harvest "
@@ -366,6 +371,7 @@ def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource
         dg.AssetDep(s2_cloud_mask, partition_mapping=SEASON_OF_TILE),
         dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION),
     ],
+    automation_condition=season_daily("event_models"),
     description=(
         "Per arable parcel of the tile: the damaged area as a polygon (GeoParquet, EPSG:4326, viewable in "
         "QGIS) with its area in ha and % of the parcel, where clear S2 pixels stay below the parcel's own "

@@ -18,6 +18,7 @@ from shapely.geometry import shape
 
 from kz_pipelines.defs.assets import s1_scenes, s2_scenes
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
+from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import (
     DAY_TILE,
@@ -234,6 +235,7 @@ def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
     deps=[
         dg.AssetDep(parcel_observations, partition_mapping=SEASON_OF_ALL_TILES),
     ],
+    automation_condition=season_daily(),
     description=(
         "The season tensor of the parcels whose home tile this is: dims (parcel, time, feature, stat) in "
         "Zarr, every day of the season on the time axis, observations of overlapping tiles merged (most "
