@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint venv venv-dev clean
+.PHONY: demo ui test lint venv venv-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ venv-dev: $(VENV)/.installed-dev
 
 demo: venv
 	$(BIN)/kz demo
+
+# the Dagster UI on the demo's instance (everything `make demo` materialized), for lineage inspection
+DEMO_ENV := DAGSTER_HOME=$(CURDIR)/var/dagster KZ_STAC=$(CURDIR)/var/region KZ_STORAGE=$(CURDIR)/var/storage \
+	KZ_PARCELS=$(CURDIR)/var/region/parcels.parquet KZ_LABELS=$(CURDIR)/var/region/labels/inspections.parquet \
+	KZ_FIELD_LABELS=$(CURDIR)/var/region/labels
+UI_PORT ?= 3000
+ui: venv
+	@test -d var/dagster || { echo "no demo instance in var/dagster: run 'make demo' first"; exit 2; }
+	@echo "Dagster UI on the demo's instance: http://127.0.0.1:$(UI_PORT)"
+	$(DEMO_ENV) $(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 test: venv-dev
 	$(BIN)/ruff check kz_pipelines kz_pipelines_tests benchmarks scripts

@@ -1,7 +1,5 @@
 """The kz_pipelines code location."""
 
-import os
-
 import dagster as dg
 
 from kz_pipelines.defs.assets import s1_items, s1_scenes, s2_items, s2_scenes
@@ -23,22 +21,24 @@ from kz_pipelines.defs.jobs import (
 from kz_pipelines.defs.parcels import parcel_observations, parcel_timeseries, parcels
 from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
 
+ASSETS: list[dg.AssetsDefinition] = [
+    s2_items,
+    s1_items,
+    s2_scenes,
+    s1_scenes,
+    cloud_mask_model,
+    s2_cloud_mask,
+    parcels,
+    parcel_observations,
+    parcel_timeseries,
+    crop_type_model,
+    crop_type_predictions,
+    event_models,
+    *EVENT_PRODUCTS,
+]
+
 defs = dg.Definitions(
-    assets=[
-        s2_items,
-        s1_items,
-        s2_scenes,
-        s1_scenes,
-        cloud_mask_model,
-        s2_cloud_mask,
-        parcels,
-        parcel_observations,
-        parcel_timeseries,
-        crop_type_model,
-        crop_type_predictions,
-        event_models,
-        *EVENT_PRODUCTS,
-    ],
+    assets=ASSETS,
     jobs=[
         ingest_job,
         daily_job,
@@ -50,22 +50,18 @@ defs = dg.Definitions(
         event_models_job,
         events_job,
     ],
+    # a run's steps in its own process, one after the other: a day x tile's steps are a short chain of
+    # seconds each, which a subprocess per step (the multiprocess default) would pay ~5 s of imports for;
+    # runs go in parallel instead (the run queue in dagster.yaml)
+    executor=dg.in_process_executor,
     schedules=[daily_schedule],
     sensors=[late_items_sensor],
     resources={
-        "stac": StacResource(
-            catalog=dg.EnvVar("KZ_STAC"), provider=os.environ.get("KZ_STAC_PROVIDER", "local")
-        ),
+        # required settings resolve when a run starts; optional ones (provider, labels, coding scheme,
+        # cloud-mask device and batch) are read from the environment by the resources at run time
+        "stac": StacResource(catalog=dg.EnvVar("KZ_STAC")),
         "storage": StorageResource(root=dg.EnvVar("KZ_STORAGE")),
-        "parcel_source": ParcelSourceResource(
-            url=dg.EnvVar("KZ_PARCELS"),
-            labels=os.environ.get("KZ_LABELS", ""),
-            field_labels=os.environ.get("KZ_FIELD_LABELS", ""),
-            scheme=os.environ.get("KZ_PARCELS_SCHEME", "sim"),
-        ),
-        "masker": CloudMaskResource(
-            device=os.environ.get("KZ_CLOUDMASK_DEVICE", "auto"),
-            batch_size=int(os.environ.get("KZ_CLOUDMASK_BATCH", "8")),
-        ),
+        "parcel_source": ParcelSourceResource(url=dg.EnvVar("KZ_PARCELS")),
+        "masker": CloudMaskResource(),
     },
 )

@@ -23,10 +23,11 @@ TILES = ["35VLF", "35VMF"]
 
 
 def test_schedule_asks_for_yesterday_on_every_tile() -> None:
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2024, 6, 2, 6, tzinfo=UTC)
-        )
+    when = datetime(2024, 6, 2, 6, tzinfo=UTC)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context,
+    ):
         assert isinstance(daily_schedule(context), dg.SkipReason)  # no region registered yet
         instance.add_dynamic_partitions("tile", TILES)
         requests = daily_schedule(context)
@@ -52,11 +53,9 @@ def _ingest(region: Path, storage: Path, day: date, tile: str) -> int:
 
 
 def _requests(instance: dg.DagsterInstance, region: Path, storage: Path) -> list[dg.RunRequest]:
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={"stac": StacResource(catalog=str(region)), "storage": StorageResource(root=str(storage))},
-    )
-    result = late_items_sensor(context)
+    resources = {"stac": StacResource(catalog=str(region)), "storage": StorageResource(root=str(storage))}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = late_items_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return list(result.run_requests or [])
 
@@ -96,15 +95,8 @@ def test_sensor_reruns_days_whose_items_changed(
         assert _requests(instance, region, tmp_path) == []
 
 
-def _repository() -> dg.RepositoryDefinition:
-    """The code location's repository (loaded inside an instance: an earlier test's closed instance would
-    otherwise still be Dagster's current one)."""
-    with dg.instance_for_test():
-        return defs.get_repository_def()
-
-
 def test_season_assets_follow_daily_and_models_wait_for_people() -> None:
-    graph = _repository().asset_graph
+    graph = defs.get_repository_def().asset_graph
     daily = [
         "parcel_timeseries",
         "crop_type_predictions",
@@ -123,7 +115,7 @@ def test_season_assets_follow_daily_and_models_wait_for_people() -> None:
 
 
 def test_pools_and_retries() -> None:
-    job = _repository().get_job("daily")
+    job = defs.get_repository_def().get_job("daily")
     nodes = {n.name: n.definition for n in job.graph.nodes}
     assert nodes["s2_items"].pool == nodes["s1_items"].pool == "stac"
     assert nodes["s2_cloud_mask"].pool == "gpu"

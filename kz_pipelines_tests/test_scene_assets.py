@@ -134,3 +134,38 @@ def test_corrupt_file_fails_its_partition_only(
     good = _run(job, instance, second)
     assert good.success
     assert sorted(p.name for p in scene_dir.iterdir()) == [f"{second}.png", f"{second}.zarr"]
+
+
+def test_an_href_outside_the_provider_is_refused_without_retry(
+    region: Path, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A catalog entry pointing a worker at another host: refused at once, the item and href named."""
+    day = _days(region, "sentinel-2-l2a")[0]
+    storage = tmp_path / "store"
+    key = dg.MultiPartitionKey({"date": day, "tile": TILE})
+    items = _job(region, storage).execute_in_process(
+        partition_key=key, instance=instance, op_selection=["s2_items"]
+    )
+    assert items.success  # the items as published
+    stored = storage / "items" / "s2_l2a" / TILE / f"{day}.json"
+    data = json.loads(stored.read_text())
+    data["kz:items"][0]["bands"]["B04"]["href"] = (
+        "http://203.0.113.7/B04.tif"  # not where the provider keeps data
+    )
+    stored.write_text(json.dumps(data))
+    scenes = dg.Definitions(
+        assets=defs.assets, jobs=defs.jobs, resources=pipeline_resources(region, storage)
+    ).resolve_job_def("daily")
+    result = scenes.execute_in_process(
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
+        op_selection=["s2_scenes"],
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["s2_scenes"]
+    message = failures[0].event_specific_data.error.to_string()  # type: ignore[union-attr]
+    assert "http://203.0.113.7/B04.tif is outside the locations provider 'local' allows" in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]  # no retry
+    assert not (storage / "scenes" / "s2_l2a" / TILE / f"{day}.zarr").exists()

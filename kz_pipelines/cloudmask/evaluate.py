@@ -404,7 +404,7 @@ def _ukis(python: str, images: dict[str, np.ndarray], level: str = "l2a") -> dic
         )
         if proc.returncode != 0:
             raise RuntimeError(f"ukis-csmask failed ({python}): {proc.stderr.strip()[-800:]}")
-        with np.load(dst) as z:
+        with np.load(dst, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
 

@@ -8,9 +8,9 @@ from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import numpy as np
-import rasterio
 import xarray as xr
 
+from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.conditions import NETWORK_RETRY, permanent
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
@@ -26,7 +26,7 @@ from kz_pipelines.scenes import (
     write_item_collection,
     write_zarr,
 )
-from kz_pipelines.stac import ItemNormalizationError, SceneItem
+from kz_pipelines.stac import ItemNormalizationError, ProviderError, SceneItem
 from kz_pipelines.storage import write_bytes
 
 _S2_LEVELS = {"L2A": "s2_l2a", "L1C": "s2_l1c"}
@@ -56,6 +56,17 @@ def _find(stac: StacResource, collection: str, tile: str, day: date) -> tuple[li
         raise permanent(exc) from exc
 
 
+def _check_hrefs(stac: StacResource, items: list[SceneItem]) -> None:
+    """Refuse items whose bands point outside the provider's allowed locations (at once, no retry)."""
+    profile = stac.profile()
+    try:
+        for item in items:
+            for band in item.bands.values():
+                profile.check_href(item.id, band.asset, band.href)
+    except ProviderError as exc:
+        raise permanent(exc) from exc
+
+
 def _load(load: Callable[[], T]) -> T:
     """Load a scene; a failed fetch (network, server) is retried, anything else (a corrupt file, a missing
     band, no tile, an extent outside it, uncalibrated data) fails the step at once."""
@@ -74,6 +85,7 @@ def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
 
 
 @_ingest_asset(
+    check_specs=contract_check("s2_items"),
     kinds={"stac", "json"},
     code_version="2",
     pool="stac",
@@ -83,6 +95,7 @@ def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
         "An empty list is a valid result (no overpass, or nothing published yet)."
     ),
 )
+@keeps_contract
 def s2_items(
     context: dg.AssetExecutionContext, stac: StacResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -106,6 +119,7 @@ def s2_items(
 
 
 @_ingest_asset(
+    check_specs=contract_check("s1_items"),
     kinds={"stac", "json"},
     code_version="2",
     pool="stac",
@@ -114,6 +128,7 @@ def s2_items(
         "calibrated GRD or RTC), normalized. An empty list is a valid result."
     ),
 )
+@keeps_contract
 def s1_items(
     context: dg.AssetExecutionContext, stac: StacResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -159,6 +174,7 @@ def _empty(context: dg.AssetExecutionContext, what: str) -> dg.MaterializeResult
 
 
 @_ingest_asset(
+    check_specs=contract_check("s2_scenes"),
     kinds={"zarr", "sentinel-2"},
     code_version="1",
     deps=[s2_items],
@@ -167,6 +183,7 @@ def _empty(context: dg.AssetExecutionContext, what: str) -> dg.MaterializeResult
         "(and SCL for L2A); one Zarr store per day and tile, plus a true-colour quicklook."
     ),
 )
+@keeps_contract
 def s2_scenes(
     context: dg.AssetExecutionContext, config: S2SceneConfig, stac: StacResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -175,9 +192,10 @@ def s2_scenes(
     items = read_items(storage.path("items", role, tile, f"{day}.json"))
     if not items:
         return _empty(context, f"S2 {config.level} item")
+    _check_hrefs(stac, items)
     grid = scene_grid(items[0], config.window_px or None, tile_id=tile)
     scenes = []
-    with rasterio.Env(**stac.profile().gdal_env()):
+    with stac.profile().raster_env():
         for item in items:
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
             scenes.append(_load(functools.partial(load_s2_scene, item, grid, encoded=True)))
@@ -221,6 +239,7 @@ def _passes(items: list[SceneItem]) -> list[list[SceneItem]]:
 
 
 @_ingest_asset(
+    check_specs=contract_check("s1_scenes"),
     kinds={"zarr", "sentinel-1"},
     code_version="1",
     deps=[s1_items],
@@ -230,6 +249,7 @@ def _passes(items: list[SceneItem]) -> list[list[SceneItem]]:
         "relative orbit; VV coherence where the provider has it. One Zarr store per day and tile."
     ),
 )
+@keeps_contract
 def s1_scenes(
     context: dg.AssetExecutionContext, config: S1SceneConfig, stac: StacResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -237,9 +257,10 @@ def s1_scenes(
     items = read_items(storage.path("items", "s1", tile, f"{day}.json"))
     if not items:
         return _empty(context, "S1 item")
+    _check_hrefs(stac, items)
     grid = scene_grid(items[0], config.window_px or None, tile_id=tile)
     scenes = []
-    with rasterio.Env(**stac.profile().gdal_env()):
+    with stac.profile().raster_env():
         for group in _passes(items):
             loaded = [
                 _load(

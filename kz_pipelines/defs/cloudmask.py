@@ -24,10 +24,11 @@ from kz_pipelines.cloudmask.chips import load_chip
 from kz_pipelines.cloudmask.report import class_fractions, confusion_png, mask_overlay_png, training_curve_png
 from kz_pipelines.cloudmask.train import evaluate
 from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.conditions import GPU_RETRY
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
-from kz_pipelines.defs.resources import StacResource, StorageResource
+from kz_pipelines.defs.resources import StacResource, StorageResource, setting
 from kz_pipelines.scenes import open_scenes, store_grid
 from kz_pipelines.storage import write_bytes, write_cog, write_json
 
@@ -67,10 +68,19 @@ class CloudMaskResource(dg.ConfigurableResource):
 
     model_dir: str = ""
     """A saved model folder; empty: the one `cloud_mask_model` published under the storage root."""
-    device: str = "auto"
-    """``auto`` (CUDA when there is one), ``cuda`` or ``cpu``."""
-    batch_size: int = 8
-    """512 x 512 sub-tiles per forward pass (halved on CUDA out-of-memory)."""
+    device: str = ""
+    """``auto`` (CUDA when there is one), ``cuda`` or ``cpu``; empty: ``KZ_CLOUDMASK_DEVICE``, else auto."""
+    batch_size: int = 0
+    """512 x 512 sub-tiles per forward pass (halved on CUDA out-of-memory); 0: ``KZ_CLOUDMASK_BATCH``, else
+    8."""
+
+    def device_name(self) -> str:
+        """The device setting."""
+        return setting(self.device, "KZ_CLOUDMASK_DEVICE", "auto")
+
+    def batch(self) -> int:
+        """The batch size."""
+        return self.batch_size or int(setting("", "KZ_CLOUDMASK_BATCH", "8"))
 
     def folder(self, storage: StorageResource) -> Path:
         """The model folder to use."""
@@ -85,6 +95,7 @@ class CloudMaskResource(dg.ConfigurableResource):
 
 
 @dg.asset(
+    check_specs=contract_check("cloud_mask_model"),
     group_name="cloud_mask",
     owners=["team:cloud-mask"],
     kinds={"pytorch", "safetensors"},
@@ -95,6 +106,7 @@ class CloudMaskResource(dg.ConfigurableResource):
         "training under models/cloud_mask/, the newest named by models/cloud_mask/current.json."
     ),
 )
+@keeps_contract
 def cloud_mask_model(
     context: dg.AssetExecutionContext,
     config: CloudMaskModelConfig,
@@ -147,6 +159,7 @@ def cloud_mask_model(
 
 
 @dg.asset(
+    check_specs=contract_check("s2_cloud_mask"),
     partitions_def=DAY_TILE,
     group_name="cloud_mask",
     owners=["team:cloud-mask"],
@@ -162,6 +175,7 @@ def cloud_mask_model(
         "`gpu` concurrency pool."
     ),
 )
+@keeps_contract
 def s2_cloud_mask(
     context: dg.AssetExecutionContext, masker: CloudMaskResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -183,7 +197,7 @@ def s2_cloud_mask(
         scene = ds.isel(time=t)
         bands = scene.reflectance.sel(band=list(card.spec.bands)).values.astype(np.float32)
         prediction = predict_scene(
-            model, bands, card.normalization, device=masker.device, batch_size=masker.batch_size
+            model, bands, card.normalization, device=masker.device_name(), batch_size=masker.batch()
         )
         item_id = str(scene.item_id.values)
         write_cog(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
 from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
@@ -53,8 +54,8 @@ def _labels(parcel_source: ParcelSourceResource, storage: StorageResource, seaso
     """The most trusted label per parcel: declarations, and the extra label table when configured."""
     parcels = pd.read_parquet(_parcels_path(storage, season), columns=["parcel_id", "crop_class"])
     tables = [declared_labels(parcels)]
-    if parcel_source.labels:
-        tables.append(pd.read_parquet(parcel_source.labels))
+    if parcel_source.extra_labels():
+        tables.append(pd.read_parquet(parcel_source.extra_labels()))
     return best_labels(*tables)
 
 
@@ -64,6 +65,7 @@ def _class_names(classes: list[int]) -> list[str]:
 
 
 @_crop_asset(
+    check_specs=contract_check("crop_type_model"),
     partitions_def=SEASON_PARTITIONS,
     kinds={"lightgbm", "pytorch"},
     code_version="1",
@@ -75,6 +77,7 @@ def _class_names(classes: list[int]) -> list[str]:
         "macro and weighted F1 on test, recall per class, confusion matrix, feature importance."
     ),
 )
+@keeps_contract
 def crop_type_model(
     context: dg.AssetExecutionContext,
     config: CropTypeModelConfig,
@@ -156,6 +159,7 @@ def crop_type_model(
 
 
 @_crop_asset(
+    check_specs=contract_check("crop_type_predictions"),
     partitions_def=SEASON_TILE,
     kinds={"parquet"},
     code_version="1",
@@ -167,6 +171,7 @@ def crop_type_model(
         "(predicted class probability >= 0.8, declared class <= 0.1): the list a paying agency inspects."
     ),
 )
+@keeps_contract
 def crop_type_predictions(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:

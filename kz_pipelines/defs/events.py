@@ -14,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from kz_pipelines.defs.assets import s2_scenes
+from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
 from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
@@ -64,6 +65,7 @@ class EventModelsConfig(dg.Config):
 
 
 @_events_asset(
+    check_specs=contract_check("event_models"),
     partitions_def=SEASON_PARTITIONS,
     kinds={"lightgbm"},
     code_version="1",
@@ -75,6 +77,7 @@ class EventModelsConfig(dg.Config):
         "parcels; the better one is used, both are reported. Without labels, or with too few, the baseline."
     ),
 )
+@keeps_contract
 def event_models(
     context: dg.AssetExecutionContext,
     config: EventModelsConfig,
@@ -84,7 +87,8 @@ def event_models(
     season = int(context.partition_key)
     tiles = sorted(context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile"))
     series = _series(season_tensor(storage, season, tiles).load())
-    labels = FieldLabels.read(Path(parcel_source.field_labels)) if parcel_source.field_labels else None
+    label_dir = parcel_source.field_label_folder()
+    labels = FieldLabels.read(Path(label_dir)) if label_dir else None
     stacks = []
     if labels is not None:
         for tile in tiles:
@@ -188,6 +192,7 @@ def _status_counts(status: pd.Series) -> dg.MetadataValue:
 
 
 @_events_asset(
+    check_specs=contract_check("mowing_events"),
     partitions_def=SEASON_TILE,
     kinds={"parquet"},
     code_version="1",
@@ -199,6 +204,7 @@ def _status_counts(status: pd.Series) -> dg.MetadataValue:
         "flag `mowed_by_deadline` (None, not False, where the data are insufficient to judge)."
     ),
 )
+@keeps_contract
 def mowing_events(
     context: dg.AssetExecutionContext, config: MowingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -250,6 +256,7 @@ def _per_parcel(
 
 
 @_events_asset(
+    check_specs=contract_check("ploughing_harvest_events"),
     partitions_def=SEASON_TILE,
     kinds={"parquet"},
     code_version="1",
@@ -261,6 +268,7 @@ def _per_parcel(
         "roughness rise; status `insufficient_data` with no date where too few observations."
     ),
 )
+@keeps_contract
 def ploughing_harvest_events(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -288,6 +296,7 @@ def ploughing_harvest_events(
 
 
 @_events_asset(
+    check_specs=contract_check("emergence_dates"),
     partitions_def=SEASON_TILE,
     kinds={"parquet"},
     code_version="1",
@@ -299,6 +308,7 @@ def ploughing_harvest_events(
         "`insufficient_data`, `no_green_up`)."
     ),
 )
+@keeps_contract
 def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     season, tile, series, models = _inputs(context, storage)
     table = models.emergence_dates(series)
@@ -329,6 +339,7 @@ def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource)
 
 
 @_events_asset(
+    check_specs=contract_check("tillage_practice"),
     partitions_def=SEASON_TILE,
     kinds={"parquet"},
     code_version="1",
@@ -340,6 +351,7 @@ def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource)
         "and the next sowing and S1 roughness; `insufficient_data` where no window was observed."
     ),
 )
+@keeps_contract
 def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     season, tile, series, models = _inputs(context, storage)
     table = models.tillage_practice(series)
@@ -363,6 +375,7 @@ def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource
 
 
 @_events_asset(
+    check_specs=contract_check("damage_areas"),
     partitions_def=SEASON_TILE,
     kinds={"geoparquet"},
     code_version="1",
@@ -379,6 +392,7 @@ def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource
         "green dates."
     ),
 )
+@keeps_contract
 def damage_areas(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]

@@ -17,6 +17,7 @@ import xarray as xr
 from shapely.geometry import shape
 
 from kz_pipelines.defs.assets import s1_scenes, s2_scenes
+from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
 from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md
@@ -69,6 +70,7 @@ def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr
 
 
 @_parcel_asset(
+    check_specs=contract_check("parcels"),
     partitions_def=SEASON_PARTITIONS,
     kinds={"geoparquet", "geopandas"},
     code_version="1",
@@ -79,6 +81,7 @@ def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr
         "parcel's home tile (the registered tile holding most of it)."
     ),
 )
+@keeps_contract
 def parcels(
     context: dg.AssetExecutionContext, parcel_source: ParcelSourceResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -88,7 +91,7 @@ def parcels(
         raw,
         id_column=parcel_source.id_column,
         code_column=parcel_source.code_column,
-        scheme=parcel_source.scheme,
+        scheme=parcel_source.code_scheme(),
     )
     tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
     clean["home_tile"] = home_tiles(clean, {t: s2_tile(t).grid() for t in tiles})
@@ -147,6 +150,7 @@ def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict
 
 
 @_parcel_asset(
+    check_specs=contract_check("parcel_observations"),
     partitions_def=DAY_TILE,
     kinds={"parquet", "numba"},
     code_version="1",
@@ -162,6 +166,7 @@ def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict
         "min, max, std and the valid-pixel count, 1-pixel inward buffer. A long Parquet table."
     ),
 )
+@keeps_contract
 def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
@@ -229,6 +234,7 @@ def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
 
 
 @_parcel_asset(
+    check_specs=contract_check("parcel_timeseries"),
     partitions_def=SEASON_TILE,
     kinds={"zarr", "xarray"},
     code_version="1",
@@ -243,6 +249,7 @@ def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
         "written."
     ),
 )
+@keeps_contract
 def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]

@@ -1,5 +1,10 @@
-"""Resources: configuration read from the environment at run time, handing plain objects to the core."""
+"""Resources: configuration read from the environment at run time, handing plain objects to the core.
 
+Required settings are `dg.EnvVar`s (resolved when a run starts); an optional setting left empty is read
+from its environment variable when a step asks for it (`setting`), so nothing is read at import time.
+"""
+
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -7,24 +12,29 @@ import dagster as dg
 from kz_pipelines.stac import Provider, StacSearch, open_search, provider_profile
 
 
+def setting(value: str, variable: str, default: str = "") -> str:
+    """An optional setting: the configured ``value``, else the environment ``variable``, else ``default``."""
+    return value or os.environ.get(variable, default)
+
+
 class StacResource(dg.ConfigurableResource):
     """Where STAC items come from.
 
     ``provider`` names a profile (`kz_pipelines.stac.providers`: local, earth-search, planetary-computer,
-    cdse): its collections and authentication. ``catalog`` is a simulated region folder, a
-    stac-geoparquet file or an API URL; empty means the profile's own API.
+    cdse): its collections and authentication; empty: ``KZ_STAC_PROVIDER``, else ``local``. ``catalog`` is a
+    simulated region folder, a stac-geoparquet file or an API URL; empty means the profile's own API.
     """
 
     catalog: str = ""
-    provider: str = "local"
+    provider: str = ""
 
     def profile(self) -> Provider:
         """The provider profile."""
-        return provider_profile(self.provider)
+        return provider_profile(setting(self.provider, "KZ_STAC_PROVIDER", "local"))
 
     def searcher(self) -> StacSearch:
         """The search client."""
-        return open_search(self.catalog, self.provider)
+        return open_search(self.catalog, self.profile().name)
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -42,17 +52,30 @@ class ParcelSourceResource(dg.ConfigurableResource):
 
     ``url`` is a GeoParquet, GeoPackage, Shapefile, GeoJSON or FlatGeobuf path, or a PostGIS table as
     ``postgresql://user@host:5432/db?table=schema.name``. ``scheme`` names the taxonomy's coding scheme of
-    the declared codes (``sim`` for the simulated region).
+    the declared codes; empty: ``KZ_PARCELS_SCHEME``, else ``sim`` (the simulated region).
     """
 
     url: str
     labels: str = ""
     """Extra labels: a Parquet table (parcel_id, crop_class, source, confidence) of inspector reports, drone
-    observations or field books (`kz_pipelines.labels`); empty: the declarations only."""
+    observations or field books (`kz_pipelines.labels`); empty: ``KZ_LABELS``, else the declarations only."""
     field_labels: str = ""
     """A folder of what inspectors saw on the parcels they visited (field_events, field_parcels and
     field_damage Parquet tables: `kz_pipelines.models.event_models.FieldLabels`), which the event models
-    learn from; empty: the event products use their rule-based baselines."""
+    learn from; empty: ``KZ_FIELD_LABELS``, else none (the event products use their rule-based
+    baselines)."""
     id_column: str = "parcel_id"
     code_column: str = "declared_code"
-    scheme: str = "sim"
+    scheme: str = ""
+
+    def extra_labels(self) -> str:
+        """The extra label table, or "" for none."""
+        return setting(self.labels, "KZ_LABELS")
+
+    def field_label_folder(self) -> str:
+        """The field label folder, or "" for none."""
+        return setting(self.field_labels, "KZ_FIELD_LABELS")
+
+    def code_scheme(self) -> str:
+        """The coding scheme of the declared codes."""
+        return setting(self.scheme, "KZ_PARCELS_SCHEME", "sim")

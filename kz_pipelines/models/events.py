@@ -166,6 +166,7 @@ def events_table(events: Iterable[Event]) -> pd.DataFrame:
     rows = [(e.parcel_id, e.kind, pd.Timestamp(e.day), float(e.confidence)) for e in events]
     table = pd.DataFrame(rows, columns=["parcel_id", "event", "date", "confidence"])
     table["date"] = pd.to_datetime(table["date"])
+    table["confidence"] = table["confidence"].astype(np.float64)  # also when there is no event
     return table.sort_values(["parcel_id", "date"], ignore_index=True)
 
 

@@ -18,11 +18,16 @@ to GDAL (never written to disk or metadata).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import rasterio
+import rasterio.session
 
 from kz_pipelines.errors import UserFacingError
 
@@ -45,12 +50,31 @@ class Provider:
         collections: role -> collection id. Roles: ``s2_l2a``, ``s2_l1c``, ``s1`` (the Sentinel-1 collection
             the pipeline uses), ``s1_grd``, ``s1_rtc``.
         auth: ``none``, ``planetary-computer`` (sign items) or ``cdse-s3`` (S3 keys for GDAL).
+        locations: where its asset hrefs may point, as ``scheme://host`` patterns (``*`` wildcards;
+            ``file`` for local paths); an item pointing anywhere else is refused (`check_href`).
     """
 
     name: str
     url: str | None
     collections: dict[str, str] = field(default_factory=dict)
     auth: Literal["none", "planetary-computer", "cdse-s3"] = "none"
+    locations: tuple[str, ...] = ()
+
+    def check_href(self, item_id: str, asset: str, href: str) -> None:
+        """Refuse an asset href outside the provider's `locations` (a catalog entry pointing a worker at
+        an arbitrary host or scheme).
+
+        Raises:
+            ProviderError: naming the item, the asset, the href and what is allowed.
+        """
+        parts = urlsplit(href)
+        scheme = parts.scheme.lower() if len(parts.scheme) > 1 else "file"  # "C:" is a drive, not a scheme
+        where = "file" if scheme == "file" else f"{scheme}://{(parts.hostname or '').lower()}"
+        if not any(fnmatch.fnmatchcase(where, pattern) for pattern in self.locations):
+            raise ProviderError(
+                f"item {item_id} asset {asset}: {href} is outside the locations provider {self.name!r} "
+                f"allows ({', '.join(self.locations)}); refused"
+            )
 
     def collection(self, role: Role) -> str:
         """The collection id for ``role``.
@@ -99,6 +123,33 @@ class Provider:
             return {"AWS_NO_SIGN_REQUEST": "YES", "AWS_REGION": "us-west-2"}
         return {}
 
+    def raster_env(self) -> rasterio.Env:
+        """A rasterio environment for reading this provider's assets (`gdal_env`; S3 keys go through a
+        session, as rasterio refuses them as plain options, and never into the process environment).
+
+        Raises:
+            ProviderError: as `gdal_env`.
+        """
+        options = self.gdal_env()
+        secret = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        keys: dict[str, str] = {k: v for k, v in options.items() if k in secret}
+        options = {k: v for k, v in options.items() if k not in secret}
+        return rasterio.Env(session=_KeySession(keys), **options) if keys else rasterio.Env(**options)
+
+
+class _KeySession(rasterio.session.Session):
+    """S3 keys handed to GDAL when a rasterio environment opens (rasterio's AWSSession would need boto3)."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self._keys = dict(keys)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return dict(self._keys)
+
+    def get_credential_options(self) -> dict[str, str]:
+        return dict(self._keys)
+
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p
@@ -108,12 +159,14 @@ PROVIDERS: dict[str, Provider] = {
             None,
             {"s2_l2a": "sentinel-2-l2a", "s2_l1c": "sentinel-2-l1c", "s1": "sentinel-1-grd",
              "s1_grd": "sentinel-1-grd"},
+            locations=("file", "http://127.0.0.1", "http://localhost", "http://::1"),
         ),
         Provider(
             "earth-search",
             "https://earth-search.aws.element84.com/v1",
             {"s2_l2a": "sentinel-2-c1-l2a", "s2_l1c": "sentinel-2-l1c", "s1": "sentinel-1-grd",
              "s1_grd": "sentinel-1-grd"},
+            locations=("https://*.amazonaws.com", "s3://*"),
         ),
         Provider(
             "planetary-computer",
@@ -121,6 +174,7 @@ PROVIDERS: dict[str, Provider] = {
             {"s2_l2a": "sentinel-2-l2a", "s1": "sentinel-1-rtc", "s1_grd": "sentinel-1-grd",
              "s1_rtc": "sentinel-1-rtc"},
             auth="planetary-computer",
+            locations=("https://*.blob.core.windows.net",),
         ),
         Provider(
             "cdse",
@@ -128,6 +182,7 @@ PROVIDERS: dict[str, Provider] = {
             {"s2_l2a": "sentinel-2-l2a", "s2_l1c": "sentinel-2-l1c", "s1": "sentinel-1-grd",
              "s1_grd": "sentinel-1-grd"},
             auth="cdse-s3",
+            locations=("s3://eodata", "https://*.dataspace.copernicus.eu"),
         ),
     )
 }  # fmt: skip
