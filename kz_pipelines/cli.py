@@ -315,6 +315,23 @@ def eval_events(
     _print_bench(run(work, log=lambda m: err.print(m, highlight=False), quick=quick, reuse=reuse), json_)
 
 
+@eval_app.command("faults")
+def eval_faults(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    work: Annotated[Path, typer.Option(help="Scratch folder (region, storage, instance).")] = Path(
+        "var/eval-faults"
+    ),
+    postgres: Annotated[
+        bool, typer.Option(help="Also restart the machine's PostgreSQL during runs (root, pg_ctlcluster).")
+    ] = True,
+) -> None:
+    """Inject faults (flaky STAC API, corrupt and missing data, foreign hrefs, SIGKILL mid-write, CUDA OOM,
+    bad parcels, a PostgreSQL restart) and report what survived and what was lost."""
+    from kz_pipelines.fault_suite import run
+
+    _print_bench(run(work, log=lambda m: err.print(m, highlight=False), postgres=postgres), json_)
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit code 2."""
     try:

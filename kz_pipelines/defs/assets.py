@@ -15,7 +15,8 @@ from kz_pipelines.defs.conditions import NETWORK_RETRY, permanent
 from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource
-from kz_pipelines.ingest import IngestError, SceneReadError, load_s1_scene, load_s2_scene, scene_grid
+from kz_pipelines.errors import UserFacingError
+from kz_pipelines.ingest import SceneReadError, load_s1_scene, load_s2_scene, scene_grid
 from kz_pipelines.scenes import (
     find_scene_items,
     read_items,
@@ -68,11 +69,12 @@ def _check_hrefs(stac: StacResource, items: list[SceneItem]) -> None:
 
 
 def _load(load: Callable[[], T]) -> T:
-    """Load a scene; a failed fetch (network, server) is retried, anything else (a corrupt file, a missing
-    band, no tile, an extent outside it, uncalibrated data) fails the step at once."""
+    """Load a scene; a failed fetch (network, server) is retried, anything else the user can fix (a
+    corrupt file, a missing band, no tile, an extent outside it, uncalibrated data) fails the step at
+    once."""
     try:
         return load()
-    except IngestError as exc:
+    except UserFacingError as exc:
         if isinstance(exc, SceneReadError):
             raise
         raise permanent(exc) from exc
