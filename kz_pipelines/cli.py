@@ -327,7 +327,7 @@ def eval_faults(
 ) -> None:
     """Inject faults (flaky STAC API, corrupt and missing data, foreign hrefs, SIGKILL mid-write, CUDA OOM,
     bad parcels, a PostgreSQL restart) and report what survived and what was lost."""
-    from kz_pipelines.fault_suite import run
+    from kz_pipelines.defs.faults import run
 
     _print_bench(run(work, log=lambda m: err.print(m, highlight=False), postgres=postgres), json_)
 

@@ -7,7 +7,8 @@ whether it must exist, and what it holds:
 * ``parquet`` / ``geoparquet``: columns with a type (``string``, ``int``, ``float``, ``bool``,
   ``datetime``, ``geometry``), ``nullable``, ``min`` / ``max`` / ``isin``, a ``unit`` for people; a
   column name may be a regular expression (``regex: true``); ``unique`` keys; no other columns. Checked
-  with pandera: every failing row is reported.
+  with pandera: every failing row is reported. ``from: [asset.column]`` names where a column comes from
+  (shown as column lineage in the UI, with the column schema).
 * ``zarr``: dims, coordinate values (``isin``), variables with their dims, type and range.
 * ``cog``: band count, dtype and the values or range the pixels may take.
 * ``json``: required keys; ``points_to`` names a key holding a folder that must contain one file of

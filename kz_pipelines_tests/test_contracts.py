@@ -19,7 +19,7 @@ import xarray as xr
 from kz_pipelines.contracts import check, load_contracts, partition_keys
 from kz_pipelines.definitions import defs
 from kz_pipelines.defs import assets as scene_assets
-from kz_pipelines.defs.checks import contracts_without_asset
+from kz_pipelines.defs.checks import _columns, contracts_without_asset
 from kz_pipelines.raster import GridSpec
 from kz_pipelines.storage import write_cog
 from kz_pipelines_tests.conftest import pipeline_resources
@@ -35,6 +35,18 @@ def test_every_asset_has_a_contract_and_every_contract_an_asset() -> None:
         checks = {c.name for c in repo.asset_graph.get(key).check_keys}
         assert checks == {"contract"}, key
     assert set(load_contracts()) == {k.to_user_string() for k in keys}
+
+
+def test_column_schema_and_lineage_come_from_the_contract() -> None:
+    meta = _columns(load_contracts()["damage_areas"])
+    schema = meta["dagster/column_schema"]
+    assert [c.name for c in schema.columns][:3] == ["parcel_id", "crop_class", "status"]
+    area = next(c for c in schema.columns if c.name == "parcel_area_ha")
+    assert (area.type, area.description) == ("float", "ha")
+    deps = meta["dagster/column_lineage"].deps_by_column
+    assert deps["crop_class"] == [dg.TableColumnDep("parcels", "crop_class")]
+    assert "dagster/column_lineage" not in _columns(load_contracts()["tillage_practice"])
+    assert _columns(load_contracts()["parcel_timeseries"]) == {}  # a tensor, not a table
 
 
 def test_partition_keys_follow_dagster_order() -> None:

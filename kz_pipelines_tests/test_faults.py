@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kz_pipelines.fault_suite import run
+from kz_pipelines.defs.faults import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

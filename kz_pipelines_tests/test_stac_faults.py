@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kz_pipelines.fault_suite import FaultyStacApi
+from kz_pipelines.defs.faults import FaultyStacApi
 from kz_pipelines.stac import ApiSearch, StacSearchError
 
 ITEM: dict[str, Any] = {

@@ -59,13 +59,39 @@ def keeps_contract(fn: Callable[..., dg.MaterializeResult]) -> Callable[..., dg.
             },
         )
         return dg.MaterializeResult(
-            metadata=result.metadata,
+            metadata={**(result.metadata or {}), **_columns(contract)},
             check_results=[*(result.check_results or []), outcome],
             data_version=result.data_version,
             tags=result.tags,
         )
 
     return wrapper
+
+
+def _columns(contract: Contract) -> dict[str, Any]:
+    """The column schema (types, units) and column lineage (``from``) of the contract's first table, as
+    the Dagster UI shows them."""
+    table = next((o for o in contract.outputs if o["format"] in ("parquet", "geoparquet")), None)
+    if table is None:
+        return {}
+    columns = [
+        dg.TableColumn(
+            name,
+            spec["type"],
+            description=spec.get("unit"),
+            constraints=dg.TableColumnConstraints(nullable=bool(spec.get("nullable", False))),
+        )
+        for name, spec in table["columns"].items()
+    ]
+    lineage = {
+        name: [dg.TableColumnDep(*source.split(".", 1)) for source in spec["from"]]
+        for name, spec in table["columns"].items()
+        if "from" in spec
+    }
+    out: dict[str, Any] = {"dagster/column_schema": dg.TableSchema(columns=columns)}
+    if lineage:
+        out["dagster/column_lineage"] = dg.TableColumnLineage(lineage)
+    return out
 
 
 def contracts_without_asset(assets: list[dg.AssetsDefinition]) -> list[str]:

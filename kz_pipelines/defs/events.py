@@ -4,6 +4,7 @@ mowing, ploughing/harvest, emergence, damage and tillage (`kz_pipelines.models.e
 import functools
 import json
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -173,6 +174,20 @@ def _events_plot(series: SeasonSeries, events: pd.DataFrame, title: str) -> dg.M
     return image_md(series_png(series.days, panels, marks, title), title)
 
 
+def _series_product(name: str, description: str) -> Callable[..., dg.AssetsDefinition]:
+    """The decorator of an event product read from the tile's season series: a season x tile Parquet
+    asset after the tensor and the season's models, daily for the current season, with its contract."""
+    return _events_asset(
+        check_specs=contract_check(name),
+        partitions_def=SEASON_TILE,
+        kinds={"parquet"},
+        code_version="1",
+        deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
+        automation_condition=season_daily("event_models"),
+        description=description,
+    )
+
+
 class MowingConfig(dg.Config):
     """The mowing check of the region."""
 
@@ -191,18 +206,11 @@ def _status_counts(status: pd.Series) -> dg.MetadataValue:
     return dg.MetadataValue.json({str(k): int(v) for k, v in status.value_counts().items()})
 
 
-@_events_asset(
-    check_specs=contract_check("mowing_events"),
-    partitions_def=SEASON_TILE,
-    kinds={"parquet"},
-    code_version="1",
-    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
-    automation_condition=season_daily("event_models"),
-    description=(
-        "Per grassland parcel of the tile: every mowing event (date, confidence; `<tile>_events.parquet`) "
-        "from S2 NDVI drops fused with S1 VH/VV drops (cuts under cloud are still found), and the compliance "
-        "flag `mowed_by_deadline` (None, not False, where the data are insufficient to judge)."
-    ),
+@_series_product(
+    "mowing_events",
+    "Per grassland parcel of the tile: every mowing event (date, confidence; `<tile>_events.parquet`) "
+    "from S2 NDVI drops fused with S1 VH/VV drops (cuts under cloud are still found), and the compliance "
+    "flag `mowed_by_deadline` (None, not False, where the data are insufficient to judge).",
 )
 @keeps_contract
 def mowing_events(
@@ -255,18 +263,11 @@ def _per_parcel(
     return table
 
 
-@_events_asset(
-    check_specs=contract_check("ploughing_harvest_events"),
-    partitions_def=SEASON_TILE,
-    kinds={"parquet"},
-    code_version="1",
-    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
-    automation_condition=season_daily("event_models"),
-    description=(
-        "Per arable parcel of the tile: the harvest and the ploughing, dated with a confidence "
-        "(`<tile>_events.parquet` has every event), from S2 residue and brightness steps and the S1 "
-        "roughness rise; status `insufficient_data` with no date where too few observations."
-    ),
+@_series_product(
+    "ploughing_harvest_events",
+    "Per arable parcel of the tile: the harvest and the ploughing, dated with a confidence "
+    "(`<tile>_events.parquet` has every event), from S2 residue and brightness steps and the S1 "
+    "roughness rise; status `insufficient_data` with no date where too few observations.",
 )
 @keeps_contract
 def ploughing_harvest_events(
@@ -295,18 +296,11 @@ def ploughing_harvest_events(
     )
 
 
-@_events_asset(
-    check_specs=contract_check("emergence_dates"),
-    partitions_def=SEASON_TILE,
-    kinds={"parquet"},
-    code_version="1",
-    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
-    automation_condition=season_daily("event_models"),
-    description=(
-        "Per arable parcel of the tile: the seedling emergence date (green-up onset of the main crop) with a "
-        "confidence, or an explicit status and no date (`not_sown_in_season` for overwintered crops, "
-        "`insufficient_data`, `no_green_up`)."
-    ),
+@_series_product(
+    "emergence_dates",
+    "Per arable parcel of the tile: the seedling emergence date (green-up onset of the main crop) with a "
+    "confidence, or an explicit status and no date (`not_sown_in_season` for overwintered crops, "
+    "`insufficient_data`, `no_green_up`).",
 )
 @keeps_contract
 def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -338,18 +332,11 @@ def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource)
     )
 
 
-@_events_asset(
-    check_specs=contract_check("tillage_practice"),
-    partitions_def=SEASON_TILE,
-    kinds={"parquet"},
-    code_version="1",
-    deps=[parcel_timeseries, dg.AssetDep(event_models, partition_mapping=SEASON_DIMENSION)],
-    automation_condition=season_daily("event_models"),
-    description=(
-        "Per arable parcel of the tile and season: conventional or conservation tillage with the probability "
-        "of conventional, from the residue indices (NDTI, CRC, NDI5, NDI7, NDRI, BI1, BI2) between harvest "
-        "and the next sowing and S1 roughness; `insufficient_data` where no window was observed."
-    ),
+@_series_product(
+    "tillage_practice",
+    "Per arable parcel of the tile and season: conventional or conservation tillage with the probability "
+    "of conventional, from the residue indices (NDTI, CRC, NDI5, NDI7, NDRI, BI1, BI2) between harvest "
+    "and the next sowing and S1 roughness; `insufficient_data` where no window was observed.",
 )
 @keeps_contract
 def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:

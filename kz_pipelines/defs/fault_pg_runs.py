@@ -19,7 +19,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from kz_pipelines.fault_suite import REGION, _days
+from kz_pipelines.defs.faults import REGION, _days
 
 _CONFIG = """
 storage:

@@ -353,22 +353,28 @@ def _sigkill_mid_write(run: _Run) -> Outcome:
 
 
 def _rerun_identical(run: _Run) -> Outcome:
-    """The same partition run twice gives the same bytes (content hashes of everything it wrote)."""
-    day = _days_with(run.region, "sentinel-2-l2a")[-1]
+    """A day x tile partition run twice through the whole daily job (items, scenes, cloud mask, parcel
+    observations) gives the same bytes: content hashes of everything it wrote."""
+    from kz_pipelines.defs.demo import _QUIET, QUICK_MODEL, _instance
+
+    with _instance(run.home) as instance:  # what the daily job needs: a cloud-mask model, the parcels
+        config = {**_QUIET, "ops": {"cloud_mask_model": {"config": QUICK_MODEL}}}
+        trained = run.job("train_cloud_mask").execute_in_process(instance=instance, run_config=config)
+        loaded = run.job("load_parcels").execute_in_process(
+            partition_key=str(REGION.start.year), instance=instance, run_config=_QUIET
+        )
+    if not (trained.success and loaded.success):
+        return Outcome("rerun_identical", False, False, 0, "the cloud-mask model or the parcels failed")
+    day, tile = _days_with(run.region, "sentinel-2-l2a")[-1], REGION.tile_ids[0]
     outputs = []
     for _ in range(2):
-        result = run.execute("ingest", day)
-        tile = REGION.tile_ids[0]
-        files = [run.storage / "items" / "s2_l2a" / tile / f"{day}.json",
-                 *sorted((run.storage / "scenes" / "s2_l2a" / tile / f"{day}.zarr").rglob("*"))]  # fmt: skip
-        outputs.append(
-            (
-                result.success,
-                {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()},
-            )
-        )
+        result = run.execute("daily", day)
+        written = {k: v for k, v in _hashes(run.storage).items() if f"{tile}/{day}" in k}
+        outputs.append((result.success, written))
     same = outputs[0][0] and outputs[1][0] and outputs[0][1] == outputs[1][1]
-    return Outcome("rerun_identical", True, same, 0, f"{len(outputs[0][1])} files, identical hashes: {same}")
+    kinds = sorted({k.split("/")[0] for k in outputs[0][1]})
+    detail = f"{len(outputs[0][1])} files ({', '.join(kinds)}), identical hashes: {same}"
+    return Outcome("rerun_identical", True, same, 0, detail)
 
 
 def _cuda_oom() -> Outcome:
@@ -436,7 +442,7 @@ def _postgres_restart(work: Path) -> Outcome:
     if pg is None or not versions or os.geteuid() != 0:
         return Outcome("postgres_restart", False, False, 0, "not injected: no pg_ctlcluster or not root here")
     version = versions[-1].parent.name
-    script = Path(__file__).with_name("_fault_pg_runs.py")
+    script = Path(__file__).with_name("fault_pg_runs.py")
     for folder in ("pg-home", "pg-storage"):
         shutil.rmtree(work / folder, ignore_errors=True)
     db = "kz_faults"
