@@ -1,10 +1,11 @@
 """Scene assets (day x tile): what each provider published, and the scenes loaded onto the tile grid."""
 
 import functools
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
@@ -27,12 +28,10 @@ from kz_pipelines.scenes import (
     write_item_collection,
     write_zarr,
 )
-from kz_pipelines.stac import ItemNormalizationError, ProviderError, SceneItem
+from kz_pipelines.stac import SceneItem, StacSearchError
 from kz_pipelines.storage import write_bytes
 
 _S2_LEVELS = {"L2A": "s2_l2a", "L1C": "s2_l1c"}
-
-T = TypeVar("T")
 
 _ingest_asset = functools.partial(
     dg.asset,
@@ -41,7 +40,8 @@ _ingest_asset = functools.partial(
     owners=["team:ingest"],
     retry_policy=NETWORK_RETRY,
 )
-"""The ingest assets: per day x tile partition, in the ingest group; network faults retried with backoff;"""
+"""The ingest assets: per day x tile partition, in the ingest group; network faults retried with backoff
+(`NETWORK_RETRY`)."""
 
 
 def _partition(context: dg.AssetExecutionContext) -> tuple[date, str]:
@@ -49,35 +49,31 @@ def _partition(context: dg.AssetExecutionContext) -> tuple[date, str]:
     return date.fromisoformat(keys["date"]), keys["tile"]
 
 
-def _find(stac: StacResource, collection: str, tile: str, day: date) -> tuple[list[Any], list[SceneItem]]:
-    """`find_scene_items`; an item that cannot be used fails the step at once (no retry mends it)."""
+@contextmanager
+def _fail_at_once(retryable: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Errors a user must fix (an unusable item, a corrupt file, a missing band, an href outside the
+    provider, uncalibrated data) fail the step at once, as no retry mends them; ``retryable`` ones (a
+    failed search or fetch) go to the retry policy."""
     try:
-        return find_scene_items(stac.searcher(), collection, tile, day, stac.profile().name)
-    except ItemNormalizationError as exc:
+        yield
+    except UserFacingError as exc:
+        if isinstance(exc, retryable):
+            raise
         raise permanent(exc) from exc
+
+
+def _find(stac: StacResource, collection: str, tile: str, day: date) -> tuple[list[Any], list[SceneItem]]:
+    with _fail_at_once(retryable=(StacSearchError,)):
+        return find_scene_items(stac.searcher(), collection, tile, day, stac.profile().name)
 
 
 def _check_hrefs(stac: StacResource, items: list[SceneItem]) -> None:
-    """Refuse items whose bands point outside the provider's allowed locations (at once, no retry)."""
+    """Refuse items whose bands point outside the provider's allowed locations."""
     profile = stac.profile()
-    try:
+    with _fail_at_once():
         for item in items:
             for band in item.bands.values():
                 profile.check_href(item.id, band.asset, band.href)
-    except ProviderError as exc:
-        raise permanent(exc) from exc
-
-
-def _load(load: Callable[[], T]) -> T:
-    """Load a scene; a failed fetch (network, server) is retried, anything else the user can fix (a
-    corrupt file, a missing band, no tile, an extent outside it, uncalibrated data) fails the step at
-    once."""
-    try:
-        return load()
-    except UserFacingError as exc:
-        if isinstance(exc, SceneReadError):
-            raise
-        raise permanent(exc) from exc
 
 
 def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
@@ -200,7 +196,8 @@ def s2_scenes(
     with stac.profile().raster_env():
         for item in items:
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
-            scenes.append(_load(functools.partial(load_s2_scene, item, grid, encoded=True)))
+            with _fail_at_once(retryable=(SceneReadError,)):
+                scenes.append(load_s2_scene(item, grid, encoded=True))
     path = storage.path("scenes", role, tile, f"{day}.zarr")
     png = s2_quicklook(scenes[0])
     _write_store(path, s2_dataset(scenes), png)
@@ -264,12 +261,10 @@ def s1_scenes(
     scenes = []
     with stac.profile().raster_env():
         for group in _passes(items):
-            loaded = [
-                _load(
-                    functools.partial(load_s1_scene, i, grid, config.speckle_filter, config.keep_unfiltered)
-                )
-                for i in group
-            ]
+            with _fail_at_once(retryable=(SceneReadError,)):
+                loaded = [
+                    load_s1_scene(i, grid, config.speckle_filter, config.keep_unfiltered) for i in group
+                ]
             scene = loaded[0]
             for other in loaded[1:]:  # slices of one pass: fill where the first has no data
                 for name in ("vv_db", "vh_db", "vh_vv_db"):
