@@ -189,26 +189,15 @@ def test_save_and_load_give_identical_predictions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
 
 
-def test_out_of_memory_halves_the_batch_and_continues() -> None:
-    calls: list[int] = []
-
-    def fn(batch: torch.Tensor) -> torch.Tensor:
-        calls.append(len(batch))
-        if len(batch) > 3:
-            raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
-        return batch * 2
-
-    items = torch.arange(11.0)
-    outs, size = run_in_batches(fn, items, 16)
-    assert size == 2
-    assert calls[:3] == [11, 8, 4]
-    np.testing.assert_array_equal(torch.cat(outs).numpy(), items.numpy() * 2)
+def test_out_of_memory_at_batch_one_is_raised() -> None:
+    """Halving stops at one item: an out-of-memory there is the caller's (the fault suite's `cuda_oom`
+    shows the halving itself)."""
 
     def always(batch: torch.Tensor) -> torch.Tensor:
         raise torch.cuda.OutOfMemoryError("simulated")
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        run_in_batches(always, items, 4)
+        run_in_batches(always, torch.arange(11.0), 4)
 
 
 def test_predict_scene_recovers_from_out_of_memory() -> None:
