@@ -17,6 +17,7 @@ from kz_pipelines.models.crop_type import (
     balance,
     disagreements,
     load_crop_model,
+    out_of_fold_proba,
     save_crop_model,
     train_crop_model,
 )
@@ -137,3 +138,25 @@ def test_disagreements_need_confident_contradiction() -> None:
     declared = np.array([7, 7, 7, 99])  # 99: a class the model does not know
     flags = disagreements(proba, classes, declared)
     assert flags.tolist() == [True, False, False, True]
+
+
+def test_out_of_fold_probabilities_do_not_vouch_for_a_wrong_label() -> None:
+    x, y = _separable(100, 4, seed=3)
+    wrong = np.array([5, 60, 305, 350])  # two parcels of class 1 declared as 4, two of class 4 as 1
+    truth = y.copy()
+    y = y.copy()
+    y[wrong] = 5 - y[wrong]
+    names = tuple(f"ndvi@p{p:02d}" for p in range(12))
+    cfg = CropTypeConfig(lgb_rounds=300, min_count=10, threads=2, models=("lightgbm",))
+    samples = np.arange(len(y))
+    classes, oof = out_of_fold_proba(x, y, samples, names, "lightgbm", cfg, folds=5)
+    assert classes == (1, 2, 3, 4)
+    np.testing.assert_allclose(oof.sum(axis=1), 1, atol=1e-5)
+    assert (np.asarray(classes)[oof[wrong].argmax(axis=1)] == truth[wrong]).all()  # never saw the label
+    # a model trained on every declaration, the wrong ones included, vouches for them more
+    every, _ = train_crop_model(x, y, samples, samples[::10], samples[::10], names, cfg)
+    declared = [every.classes.index(int(c)) for c in y[wrong]]
+    in_sample = every.predict_proba(x[wrong])[np.arange(len(wrong)), declared]
+    assert (oof[wrong, declared] < in_sample).all()
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        out_of_fold_proba(x, y, samples, names, "lightgbm", cfg, folds=1)

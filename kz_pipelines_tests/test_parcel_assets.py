@@ -203,6 +203,8 @@ def test_crop_type_trained_and_scored(pipeline: dict[str, Any]) -> None:
     probs = table.filter(like="p_")
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert (table["probability"] == probs.max(axis=1)).all()
+    assert (folder / "oof.parquet").is_file()  # the labelled parcels' out-of-fold probabilities
+    assert table["flagged_out_of_fold"].all()  # every parcel of the tile has a known declaration here
     flagged = table[table["disagrees"]]
     assert (flagged["predicted_class"] != flagged["declared_class"]).all()
     assert (flagged["probability"] >= 0.8).all()

@@ -22,6 +22,7 @@ from kz_pipelines.models.crop_type import (
     CropTypeConfig,
     disagreements,
     load_crop_model,
+    out_of_fold_proba,
     save_crop_model,
     score_tensor,
     train_crop_model,
@@ -30,6 +31,9 @@ from kz_pipelines.models.features import parcel_features
 from kz_pipelines.plots import bars_png, category_colours, confusion_png, map_png
 from kz_pipelines.splits import SplitSpec, split
 from kz_pipelines.storage import atomic_path, write_json
+
+OOF_FILE = "oof.parquet"
+"""The labelled parcels' out-of-fold class probabilities, in the model folder (columns ``c<class id>``)."""
 
 _crop_asset = functools.partial(dg.asset, group_name="crop_type", owners=["team:models"])
 """The crop type assets: in the crop_type group."""
@@ -48,6 +52,9 @@ class CropTypeModelConfig(dg.Config):
     lgb_rounds: int = 600
     mlp_epochs: int = 150
     seed: int = 0
+    oof_folds: int = 5
+    """The disagreement flags of the labelled parcels come from models trained on the other folds (a
+    parcel's own declaration cannot vouch for itself); 0: from the final model (in-sample)."""
 
 
 def _labels(parcel_source: ParcelSourceResource, storage: StorageResource, season: int) -> pd.DataFrame:
@@ -122,6 +129,22 @@ def crop_type_model(
     best.card["feature_period"] = [features.start, features.end]
     folder = storage.path("models", "crop_type", str(season), time.strftime("%Y%m%dT%H%M%S"))
     save_crop_model(folder, best)
+    oof_note = "off (oof_folds: 0)"
+    if config.oof_folds:
+        t_oof = time.perf_counter()
+        try:
+            oof_classes, oof = out_of_fold_proba(
+                x, y, np.arange(len(y)), features.names, best.kind, cfg, config.oof_folds
+            )
+        except ValueError as exc:  # a season too small to split: flags from the final model
+            oof_note = str(exc)
+            context.log.warning(f"disagreement flags in-sample: {exc}")
+        else:
+            oof_table = pd.DataFrame(oof, columns=[f"c{c}" for c in oof_classes])
+            oof_table.insert(0, "parcel_id", np.asarray(features.parcel_ids)[known])
+            with atomic_path(folder / OOF_FILE) as tmp:
+                oof_table.to_parquet(tmp)
+            oof_note = f"{config.oof_folds} folds, {time.perf_counter() - t_oof:.1f} s"
     write_json(storage.path("models", "crop_type", str(season), "current.json"), {"folder": str(folder)})
     card = best.card
     names = _class_names(list(best.classes))
@@ -153,6 +176,7 @@ def crop_type_model(
             "split": dg.MetadataValue.md(md_table(report.reset_index())),
             "training_seconds": dg.MetadataValue.json(card["training_seconds"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),
+            "out_of_fold_flags": oof_note,
             "model": dg.MetadataValue.path(str(folder)),
         }
     )
@@ -168,7 +192,9 @@ def crop_type_model(
     description=(
         "Per parcel of the tile: the predicted crop class, the probability of every class, the declared "
         "class, and `disagrees`: the prediction contradicts the declaration with high confidence "
-        "(predicted class probability >= 0.8, declared class <= 0.1): the list a paying agency inspects."
+        "(predicted class probability >= 0.8, declared class <= 0.1): the list a paying agency inspects. "
+        "For the parcels the model learned from, the flag uses the out-of-fold probabilities "
+        "(`flagged_out_of_fold`): a model trained on a wrong declaration would not contradict it."
     ),
 )
 @keeps_contract
@@ -186,6 +212,14 @@ def crop_type_predictions(
     classes = np.asarray(model.classes)
     declared = ds["crop_class"].to_numpy().astype(np.int64)
     flags = disagreements(proba, model.classes, declared)
+    oof_path = Path(json.loads(pointer.read_text())["folder"]) / OOF_FILE
+    out_of_fold = np.zeros(len(flags), bool)
+    if oof_path.is_file():  # the labelled parcels: checked against models that never saw their label
+        oof = pd.read_parquet(oof_path).set_index("parcel_id").reindex([str(p) for p in parcel_ids])
+        out_of_fold = oof.notna().all(axis=1).to_numpy()
+        oof_classes = tuple(int(c[1:]) for c in oof.columns)
+        oof_flags = disagreements(oof.fillna(0.0).to_numpy(np.float32), oof_classes, declared)
+        flags = np.where(out_of_fold, oof_flags, flags)
     names = _class_names(list(model.classes))
     table = pd.DataFrame(
         {
@@ -194,6 +228,7 @@ def crop_type_predictions(
             "predicted_class": classes[proba.argmax(axis=1)],
             "probability": proba.max(axis=1),
             "disagrees": flags,
+            "flagged_out_of_fold": out_of_fold,
         }
     )
     for j, name in enumerate(names):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "balance",
     "disagreements",
     "load_crop_model",
+    "out_of_fold_proba",
     "save_crop_model",
     "score_tensor",
     "scores",
@@ -416,6 +417,46 @@ def train_crop_model(
         top = np.argsort(gain)[::-1][:30]
         best.card["feature_importance"] = {feature_names[i]: float(gain[i]) for i in top}
     return best, models
+
+
+def out_of_fold_proba(
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.integer],
+    samples: npt.NDArray[np.int64],
+    feature_names: tuple[str, ...],
+    kind: str,
+    cfg: CropTypeConfig = CropTypeConfig(),
+    folds: int = 5,
+) -> tuple[tuple[int, ...], npt.NDArray[np.float32]]:
+    """Class probabilities of ``samples`` from models that never saw them: the samples are split in
+    ``folds``; each fold is scored by a ``kind`` model trained on the other folds (15% of them held out
+    for early stopping). A parcel's own label, right or wrong, cannot vouch for itself here: this is
+    what a declaration should be checked against.
+
+    Returns:
+        The classes of ``y[samples]`` and (samples, classes) probabilities in that order (0 for a class a
+        fold's model never saw).
+
+    Raises:
+        ValueError: fewer than two folds, or a fold too small to train on.
+    """
+    if folds < 2:
+        raise ValueError(f"out-of-fold scoring needs at least 2 folds, got {folds}")
+    classes = tuple(int(c) for c in np.unique(y[samples]))
+    column = {c: i for i, c in enumerate(classes)}
+    rng = np.random.default_rng(cfg.seed)
+    fold = rng.permutation(len(samples)) % folds
+    out = np.zeros((len(samples), len(classes)), np.float32)
+    one = replace(cfg, models=(kind,))
+    for k in range(folds):
+        rows, rest = np.flatnonzero(fold == k), samples[fold != k]
+        early = rng.random(len(rest)) < 0.15
+        if not np.isin(y[rest[early]], y[rest[~early]]).any():
+            raise ValueError(f"too few labelled parcels for {folds}-fold out-of-fold scoring")
+        model, _ = train_crop_model(x, y, rest[~early], rest[early], samples[rows], feature_names, one)
+        columns = np.array([column[c] for c in model.classes], np.int64)
+        out[np.ix_(rows, columns)] = model.predict_proba(x[samples[rows]])
+    return classes, out
 
 
 def save_crop_model(folder: Path, model: CropTypeModel) -> None:
