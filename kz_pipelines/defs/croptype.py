@@ -206,13 +206,14 @@ def crop_type_predictions(
     pointer = storage.path("models", "crop_type", str(season), "current.json")
     if not pointer.is_file():
         raise FileNotFoundError(f"no crop type model for season {season}: materialize crop_type_model first")
-    model = load_crop_model(Path(json.loads(pointer.read_text())["folder"]))
+    folder = Path(json.loads(pointer.read_text())["folder"])
+    model = load_crop_model(folder)
     ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
     parcel_ids, proba = score_tensor(model, ds)
     classes = np.asarray(model.classes)
     declared = ds["crop_class"].to_numpy().astype(np.int64)
     flags = disagreements(proba, model.classes, declared)
-    oof_path = Path(json.loads(pointer.read_text())["folder"]) / OOF_FILE
+    oof_path = folder / OOF_FILE
     out_of_fold = np.zeros(len(flags), bool)
     if oof_path.is_file():  # the labelled parcels: checked against models that never saw their label
         oof = pd.read_parquet(oof_path).set_index("parcel_id").reindex([str(p) for p in parcel_ids])
