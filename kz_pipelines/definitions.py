@@ -19,7 +19,7 @@ from kz_pipelines.defs.jobs import (
     timeseries_job,
 )
 from kz_pipelines.defs.parcels import parcel_observations, parcel_timeseries, parcels
-from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
+from kz_pipelines.defs.resources import DaskResource, ParcelSourceResource, StacResource, StorageResource
 
 ASSETS: list[dg.AssetsDefinition] = [
     s2_items,
@@ -37,31 +37,39 @@ ASSETS: list[dg.AssetsDefinition] = [
     *EVENT_PRODUCTS,
 ]
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[
-        ingest_job,
-        daily_job,
-        cloud_mask_model_job,
-        parcels_job,
-        timeseries_job,
-        crop_type_model_job,
-        crop_type_job,
-        event_models_job,
-        events_job,
-    ],
-    # a run's steps in its own process, one after the other: a day x tile's steps are a short chain of
-    # seconds each, which a subprocess per step (the multiprocess default) would pay ~5 s of imports for;
-    # runs go in parallel instead (the run queue in dagster.yaml)
-    executor=dg.in_process_executor,
-    schedules=[daily_schedule],
-    sensors=[late_items_sensor],
-    resources={
-        # required settings resolve when a run starts; optional ones (provider, labels, coding scheme,
-        # cloud-mask device and batch) are read from the environment by the resources at run time
-        "stac": StacResource(catalog=dg.EnvVar("KZ_STAC")),
-        "storage": StorageResource(root=dg.EnvVar("KZ_STORAGE")),
-        "parcel_source": ParcelSourceResource(url=dg.EnvVar("KZ_PARCELS")),
-        "masker": CloudMaskResource(),
-    },
-)
+
+def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
+    """The code location with ``executor`` running each run's steps."""
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[
+            ingest_job,
+            daily_job,
+            cloud_mask_model_job,
+            parcels_job,
+            timeseries_job,
+            crop_type_model_job,
+            crop_type_job,
+            event_models_job,
+            events_job,
+        ],
+        executor=executor,
+        schedules=[daily_schedule],
+        sensors=[late_items_sensor],
+        resources={
+            # required settings resolve when a run starts; optional ones (provider, labels, coding scheme,
+            # cloud-mask device and batch, Dask scheduler) are read from the environment by the resources at
+            # run time
+            "stac": StacResource(catalog=dg.EnvVar("KZ_STAC")),
+            "storage": StorageResource(root=dg.EnvVar("KZ_STORAGE")),
+            "parcel_source": ParcelSourceResource(url=dg.EnvVar("KZ_PARCELS")),
+            "masker": CloudMaskResource(),
+            "dask": DaskResource(),
+        },
+    )
+
+
+# a run's steps in its own process, one after the other: a day x tile's steps are a short chain of seconds
+# each, which a subprocess per step (the multiprocess default) would pay ~5 s of imports for; runs go in
+# parallel instead (the run queue in dagster.yaml). On Kubernetes: `kz_pipelines.definitions_k8s`.
+defs = build_definitions(dg.in_process_executor)

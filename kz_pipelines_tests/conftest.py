@@ -24,6 +24,17 @@ SMALL = SimConfig(
 )
 """The test region: two tiles of 2.4 km, from spring sowing (bare seedbeds) past the first grassland cuts."""
 
+DEPLOYED = SimConfig(
+    seed=4,
+    tiles=("35VLF",),
+    size_px=240,
+    start=date(2024, 6, 1),
+    end=date(2024, 6, 6),
+    n_parcels=20,
+    l1c=False,
+)
+"""The region of the tests on a running deployment (webserver and daemon): one small tile over six days."""
+
 
 @pytest.fixture(scope="session")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -66,11 +77,12 @@ def shared_data() -> Path:
 def pipeline_resources(region: Path, storage: Path) -> dict[str, Any]:
     """The code location's resources on a simulated region, values under ``storage``, masking on CPU."""
     from kz_pipelines.defs.cloudmask import CloudMaskResource
-    from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
+    from kz_pipelines.defs.resources import DaskResource, ParcelSourceResource, StacResource, StorageResource
 
     return {
         "stac": StacResource(catalog=str(region)),
         "storage": StorageResource(root=str(storage)),
         "masker": CloudMaskResource(device="cpu"),
+        "dask": DaskResource(),
         "parcel_source": ParcelSourceResource(url=str(region / "parcels.parquet")),
     }

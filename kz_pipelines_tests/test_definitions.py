@@ -91,7 +91,20 @@ def test_damage_reads_the_days_of_its_own_tile() -> None:
 
 def test_resources_come_from_the_environment() -> None:
     resources = defs.resources or {}
-    assert set(resources) == {"stac", "storage", "masker", "parcel_source"}
+    assert set(resources) == {"stac", "storage", "masker", "parcel_source", "dask"}
+
+
+def test_kubernetes_location_is_the_same_location_with_a_pod_per_step() -> None:
+    from kz_pipelines.definitions_k8s import defs as k8s
+
+    here, there = defs.get_repository_def(), k8s.get_repository_def()
+    assert there.asset_graph.get_all_asset_keys() == here.asset_graph.get_all_asset_keys()
+    assert {j.name for j in there.get_all_jobs()} == {j.name for j in here.get_all_jobs()}
+    assert {s.name for s in there.schedule_defs} == {s.name for s in here.schedule_defs}
+    assert {s.name for s in there.sensor_defs} == {s.name for s in here.sensor_defs}
+    assert set(k8s.resources or {}) == set(defs.resources or {})
+    assert {j.executor_def.name for j in there.get_all_jobs()} == {"kz_k8s"}
+    assert {j.executor_def.name for j in here.get_all_jobs()} == {"in_process"}
 
 
 def test_code_location_validates() -> None:

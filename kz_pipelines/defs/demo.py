@@ -18,7 +18,7 @@ from dagster._core.instance.ref import InstanceRef
 from kz_pipelines.definitions import defs
 from kz_pipelines.defs.cloudmask import CloudMaskResource
 from kz_pipelines.defs.partitions import TILE_PARTITIONS
-from kz_pipelines.defs.resources import ParcelSourceResource, StacResource, StorageResource
+from kz_pipelines.defs.resources import DaskResource, ParcelSourceResource, StacResource, StorageResource
 from kz_pipelines.sim import SimConfig, simulate
 from kz_pipelines.storage import write_json
 
@@ -43,6 +43,7 @@ def _resources(region: Path, storage: Path) -> dict[str, Any]:
             field_labels=str(labels) if (labels / "field_events.parquet").is_file() else "",
         ),
         "masker": CloudMaskResource(device="auto"),
+        "dask": DaskResource(),
     }
 
 

@@ -1,21 +1,16 @@
 """Parcel assets: declared parcels per season, per-date parcel observations, the season tensor per tile."""
 
 import functools
-import hashlib
-from collections.abc import Callable
-from dataclasses import astuple
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import geopandas as gpd
-import numpy as np
 import pandas as pd
-import rasterio
 import xarray as xr
 from shapely.geometry import shape
 
+from kz_pipelines.day_statistics import observe_days, parcels_path
 from kz_pipelines.defs.assets import s1_scenes, s2_scenes
 from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
@@ -29,11 +24,9 @@ from kz_pipelines.defs.partitions import (
     SEASON_TILE,
     TILE_PARTITIONS,
 )
-from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
-from kz_pipelines.observations import empty_observations, s1_observations, s2_observations
-from kz_pipelines.parcels import clean_parcels, home_tiles, read_parcels, tile_parcels
-from kz_pipelines.raster import GridSpec, footprint
-from kz_pipelines.scenes import open_scenes, store_grid
+from kz_pipelines.defs.resources import DaskResource, ParcelSourceResource, StorageResource
+from kz_pipelines.parcels import clean_parcels, home_tiles, read_parcels
+from kz_pipelines.raster import footprint
 from kz_pipelines.storage import atomic_path, write_json
 from kz_pipelines.tiles import s2_tile
 from kz_pipelines.timeseries import (
@@ -43,17 +36,13 @@ from kz_pipelines.timeseries import (
     update_tensor,
     write_observations,
 )
-from kz_pipelines.zonal import ParcelIndex, load_index, rasterize_parcels, save_index
-
-_CLEAR = 1
-"""The cloud-mask class of clear pixels."""
 
 _parcel_asset = functools.partial(dg.asset, group_name="parcels", owners=["team:parcels"])
 """The parcel assets: in the parcels group."""
 
 
 def _parcels_path(storage: StorageResource, season: int) -> Path:
-    return storage.path("parcels", str(season), "parcels.parquet")
+    return parcels_path(Path(storage.root), season)
 
 
 def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr.Dataset:
@@ -121,34 +110,6 @@ def parcels(
     )
 
 
-def _index(storage: StorageResource, season: int, tile: str, grid: GridSpec) -> ParcelIndex:
-    """The tile's parcel index on a scene grid: rasterized once per season, tile and grid (S2 and S1 scenes
-    on the same tile grid share it), then reused by every date; rebuilt when the parcels change."""
-    key = hashlib.sha256(repr(astuple(grid)).encode()).hexdigest()[:12]
-    cached = storage.path("parcels", str(season), "index", f"{tile}-{key}.npz")
-    declared = _parcels_path(storage, season)
-    if cached.is_file() and cached.stat().st_mtime >= declared.stat().st_mtime:
-        return load_index(cached)
-    local = tile_parcels(gpd.read_parquet(declared), grid)
-    index = rasterize_parcels(local["parcel_id"].tolist(), local.geometry.tolist(), grid)
-    save_index(cached, index)
-    return index
-
-
-def _band_reader(scene: xr.Dataset) -> Callable[[str], np.ndarray]:
-    """Reads one band of a scene as reflectance (NaN: no data)."""
-    return lambda band: scene["reflectance"].sel(band=band).to_numpy()
-
-
-def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict[str, Any]:
-    """What one scene gave: parcels in the tile, parcels observed, parcels at least half clear/valid."""
-    first = table.drop_duplicates("parcel_id")
-    counts = first.set_index("parcel_id")["valid_count"]
-    size = pd.Series(index.n_pixels, index=index.parcel_ids)
-    half = int((counts >= 0.5 * size.reindex(counts.index)).sum())
-    return {**info, "parcels": int((index.n_pixels > 0).sum()), "observed": len(first), "clear_parcels": half}
-
-
 @_parcel_asset(
     check_specs=contract_check("parcel_observations"),
     partitions_def=DAY_TILE,
@@ -167,47 +128,14 @@ def _scene_summary(index: ParcelIndex, table: pd.DataFrame, **info: str) -> dict
     ),
 )
 @keeps_contract
-def parcel_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def parcel_observations(
+    context: dg.AssetExecutionContext, storage: StorageResource, dask: DaskResource
+) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
-    season = day.year
-    if not _parcels_path(storage, season).is_file():
-        raise FileNotFoundError(f"no parcels for season {season}: materialize `parcels` {season} first")
-    tables: list[pd.DataFrame] = []
-    scenes: list[dict[str, Any]] = []
-    s2_store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
-    if s2_store.exists():
-        ds = open_scenes(s2_store)
-        index = _index(storage, season, tile, store_grid(ds))
-        for t in range(ds.sizes["time"]):
-            scene = ds.isel(time=t)
-            item_id = str(scene.item_id.values)
-            mask_path = storage.path("cloud_mask", tile, str(day), f"{item_id}.tif")
-            if not mask_path.is_file():
-                raise FileNotFoundError(f"{item_id}: no cloud mask at {mask_path}; materialize s2_cloud_mask")
-            with rasterio.open(mask_path) as src:
-                clear = (src.read(1) == _CLEAR) & scene["valid"].to_numpy().astype(bool)
-            orbit = f"R{int(scene.relative_orbit.values):03d}"
-            table = s2_observations(index, _band_reader(scene), clear, day, orbit)
-            tables.append(table)
-            scenes.append(_scene_summary(index, table, sensor="S2", item_id=item_id, orbit=orbit))
-    s1_store = storage.path("scenes", "s1", tile, f"{day}.zarr")
-    if s1_store.exists():
-        ds = open_scenes(s1_store)
-        index = _index(storage, season, tile, store_grid(ds))
-        for t in range(ds.sizes["time"]):
-            scene = ds.isel(time=t)
-            orbit = f"{scene.orbit_state.to_numpy()}/{int(scene.relative_orbit)}"
-            db = {
-                "VV": scene["vv_db"].to_numpy(),
-                "VH": scene["vh_db"].to_numpy(),
-                "VH_VV": scene["vh_vv_db"].to_numpy(),
-            }
-            table = s1_observations(index, db, day, orbit)
-            tables.append(table)
-            item_id = str(scene.item_id.values)
-            scenes.append(_scene_summary(index, table, sensor="S1", item_id=item_id, orbit=orbit))
-    table = pd.concat(tables, ignore_index=True) if tables else empty_observations()
+    with dask.client() as client:
+        observed = observe_days(Path(storage.root), [(tile, day)], client)[(tile, day)]
+    table, scenes = observed.table, observed.scenes
     path = storage.path("observations", tile, f"{day}.parquet")
     write_observations(path, table, scenes)
     s2 = [s for s in scenes if s["sensor"] == "S2"]

@@ -5,11 +5,17 @@ from its environment variable when a step asks for it (`setting`), so nothing is
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from kz_pipelines.stac import Provider, StacSearch, open_search, provider_profile
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def setting(value: str, variable: str, default: str = "") -> str:
@@ -79,3 +85,35 @@ class ParcelSourceResource(dg.ConfigurableResource):
     def code_scheme(self) -> str:
         """The coding scheme of the declared codes."""
         return setting(self.scheme, "KZ_PARCELS_SCHEME", "sim")
+
+
+class DaskResource(dg.ConfigurableResource):
+    """Where a step's raster work (the zonal statistics of its scenes) runs.
+
+    ``scheduler``: empty reads ``KZ_DASK_SCHEDULER``, else ``none``. ``none``: in the step's own process;
+    ``local``: a Dask ``LocalCluster`` of ``workers`` processes started for the step; an address
+    (``tcp://dask-scheduler:8786``): an existing cluster, e.g. one from the dask-kubernetes operator.
+    """
+
+    scheduler: str = ""
+    workers: int = 2
+
+    @contextmanager
+    def client(self) -> "Iterator[Client | None]":
+        """A client of the configured cluster for the step's duration (None: run in this process)."""
+        address = setting(self.scheduler, "KZ_DASK_SCHEDULER", "none")
+        if address == "none":
+            yield None
+            return
+        # imported when a step asks for a cluster: distributed adds ~1 s to every process loading the code
+        from distributed import Client, LocalCluster
+
+        if address == "local":
+            with (
+                LocalCluster(n_workers=self.workers, threads_per_worker=1) as cluster,
+                Client(cluster) as client,
+            ):
+                yield client
+        else:
+            with Client(address) as client:
+                yield client
