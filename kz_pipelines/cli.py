@@ -32,6 +32,8 @@ bench_app = typer.Typer(help="Benchmarks: speed and memory against a baseline me
 app.add_typer(bench_app, name="bench")
 eval_app = typer.Typer(help="Evaluations: quality on data the model never trained on.")
 app.add_typer(eval_app, name="eval")
+tiles_app = typer.Typer(help="The tiles of the deployment (the `tile` partitions).", no_args_is_help=True)
+app.add_typer(tiles_app, name="tiles")
 err = Console(stderr=True)
 DEFAULT_REGION = Path("var/region")
 
@@ -121,6 +123,28 @@ def demo(
         run_simulation(cfg, region, overwrite=False)
     summary = run_demo(region, home, storage, log=err.print, report=report)
     typer.echo(json.dumps(summary))
+
+
+@tiles_app.command("add")
+def tiles_add(
+    tiles: Annotated[list[str], typer.Argument(help="MGRS tile ids, e.g. 35VLF 35VMF.")],
+) -> None:
+    """Register tiles on the Dagster instance of DAGSTER_HOME (every day x tile and season x tile asset gets
+    their partitions)."""
+    import dagster as dg
+
+    from kz_pipelines.defs.partitions import TILE_PARTITIONS
+    from kz_pipelines.tiles import s2_tile
+
+    for tile in tiles:
+        try:
+            s2_tile(tile)
+        except ValueError as exc:
+            raise UserFacingError(f"{tile}: not an MGRS tile ({exc})") from None
+    with dg.DagsterInstance.get() as instance:
+        name = TILE_PARTITIONS.name or "tile"
+        instance.add_dynamic_partitions(name, tiles)
+        typer.echo(f"tiles: {', '.join(instance.get_dynamic_partitions(name))}")
 
 
 @stac_app.command("serve")
@@ -313,6 +337,51 @@ def eval_events(
     from kz_pipelines.models.events_eval import run
 
     _print_bench(run(work, log=lambda m: err.print(m, highlight=False), quick=quick, reuse=reuse), json_)
+
+
+@bench_app.command("orchestration")
+def bench_orchestration(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    work: Annotated[Path, typer.Option(help="Scratch folder (emptied first).")] = Path(
+        "var/bench-orchestration"
+    ),
+    tiles: Annotated[int, typer.Option(help="Tiles (1-6); the issue's figure is for 6.")] = 6,
+    days: Annotated[int, typer.Option(help="Days from April 1st; the issue's figure is for 214.")] = 214,
+    size_px: Annotated[int, typer.Option("--size-px", help="The stand-in tile window (120 or more).")] = 120,
+    minutes: Annotated[
+        float,
+        typer.Option(help="Cancel the backfill after this long (0: to the end); the rate gives the rest."),
+    ] = 0,
+    cpu_nodes: Annotated[int, typer.Option(help="Projection: CPU nodes of the cluster.")] = 10,
+    cores: Annotated[int, typer.Option(help="Projection: cores per CPU node.")] = 16,
+    gpus: Annotated[int, typer.Option(help="Projection: GPUs of the cluster.")] = 2,
+    pg_host: Annotated[str, typer.Option(envvar="KZ_PG_HOST")] = "127.0.0.1",
+    pg_port: Annotated[str, typer.Option(envvar="KZ_PG_PORT")] = "5432",
+    pg_user: Annotated[str, typer.Option(envvar="KZ_PG_USER")] = "postgres",
+    pg_password: Annotated[str, typer.Option(envvar="KZ_PG_PASSWORD")] = "",
+) -> None:
+    """Backfill a season of the scene-level assets through the real daemon and webserver on PostgreSQL
+    (stand-in compute), then project a national and a 100-tile backfill onto a Kubernetes cluster."""
+    import shutil
+
+    from kz_pipelines.defs.orchestration import TILES, Cluster, run
+
+    if not 1 <= tiles <= len(TILES):
+        raise UserFacingError(f"--tiles must be 1 to {len(TILES)}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    postgres = {"host": pg_host, "port": pg_port, "user": pg_user, "password": pg_password}
+    result = run(
+        work,
+        postgres,
+        tiles=tiles,
+        n_days=days,
+        size_px=size_px,
+        max_minutes=minutes,
+        cluster=Cluster(cpu_nodes=cpu_nodes, cores=cores, gpus=gpus),
+        log=lambda m: err.print(m, highlight=False),
+    )
+    _print_bench(result, json_)
 
 
 @eval_app.command("faults")

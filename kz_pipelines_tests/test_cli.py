@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -162,6 +163,49 @@ def test_bench_croptype_json_names_every_target() -> None:
     assert figures["lightgbm_parcels_per_s"] > 0
     assert figures["mlp_parcels_per_s"] > 0
     assert figures["selected_on_validation"] in ("lightgbm", "mlp")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_orchestration_json_measures_a_real_backfill(postgres: dict[str, str], tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KZ_PG_HOST": postgres["host"],
+        "KZ_PG_PORT": postgres["port"],
+        "KZ_PG_USER": postgres["user"],
+        "KZ_PG_PASSWORD": postgres["password"],
+    }
+    args = ["bench", "orchestration", "--json", "--tiles", "2", "--days", "2", "--work", str(tmp_path / "o")]
+    command = [sys.executable, "-m", "kz_pipelines.cli", *args]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["name"] == "orchestration"
+    assert set(result["targets"]) == {"stalls", "partitions_failed"}
+    assert all(t["met"] for t in result["targets"].values()), result["targets"]
+    figures = result["figures"]
+    assert figures["backfill_status"] == "COMPLETED_SUCCESS"
+    assert figures["partitions"] == figures["partitions_materialized"] == 4
+    assert figures["partitions_per_min"] > 0
+    assert figures["daemon_backfill_ticks"] > 0  # read from the real daemon's log
+    assert 0 < figures["graphql_partition_stats_median_s"] <= figures["graphql_partition_stats_max_s"]
+    for tiles in (6, 100):
+        assert figures[f"{tiles}_tiles_wall_hours"] > 0
+    assert figures["100_tiles_cpu_hours"] > figures["6_tiles_cpu_hours"]
+
+
+def test_tiles_add_registers_partitions_and_refuses_unknown_ids(tmp_path: Path) -> None:
+    import dagster as dg
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    add = [sys.executable, "-m", "kz_pipelines.cli", "tiles", "add"]
+    assert subprocess.run([*add, "35VLF", "35VMF"], env=env).returncode == 0
+    bad = subprocess.run([*add, "35VNF", "99XXX"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert "99XXX: not an MGRS tile" in bad.stderr
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_dynamic_partitions("tile") == ["35VLF", "35VMF"]  # nothing of the refused call
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kz_pipelines_tests.services import REPO, Services, deployment
+from kz_pipelines.bench.deployment import REPO, Services, deployment
+from kz_pipelines_tests.conftest import DEPLOYED
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -34,7 +35,7 @@ ARTIFACTS = Path(os.environ.get("KZ_TEST_ARTIFACTS", REPO / "var" / "test-artifa
 def services(postgres: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     if not CHROMIUM.is_file():
         pytest.skip(f"no browser at {CHROMIUM} (Debian package chromium)")
-    with deployment(tmp_path_factory.mktemp("ui"), postgres, "kz_backfill_ui") as running:
+    with deployment(tmp_path_factory.mktemp("ui"), postgres, "kz_backfill_ui", DEPLOYED) as running:
         yield running
 
 

@@ -1,6 +1,6 @@
-"""The deployment under test: `dagster-webserver` and `dagster-daemon` on the machine's PostgreSQL, with
-the repo's dagster.yaml and workspace.yaml, over a small simulated region; and a GraphQL client for what
-the UI calls."""
+"""A deployment on this machine: `dagster-webserver` and `dagster-daemon` on its PostgreSQL, with the repo's
+dagster.yaml and workspace.yaml, over a simulated region; and a GraphQL client for what the UI calls. The
+backfill and UI tests and `kz bench orchestration` run on it."""
 
 from __future__ import annotations
 
@@ -26,18 +26,7 @@ from psycopg import sql
 
 from kz_pipelines.sim import SimConfig, simulate
 
-REPO = Path(__file__).resolve().parents[1]
-
-REGION = SimConfig(
-    seed=4,
-    tiles=("35VLF",),
-    size_px=240,
-    start=date(2024, 6, 1),
-    end=date(2024, 6, 6),
-    n_parcels=20,
-    l1c=False,
-)
-"""The backfilled region: one small tile over six days."""
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -70,10 +59,75 @@ class Services:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:2000]}") from None
+            raise RuntimeError(f"GraphQL {exc.code}: {exc.read().decode()[:2000]}") from None
         if answer.get("errors"):
-            raise AssertionError(f"GraphQL errors: {answer['errors']}")
+            raise RuntimeError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
+
+    def launch_backfill(self, partitions: list[str], assets: list[str], tags: dict[str, str]) -> str:
+        """Launch a backfill of ``assets`` over ``partitions`` as the UI's dialog does; its id."""
+        launched = self.graphql(
+            _LAUNCH,
+            {
+                "params": {
+                    "partitionNames": partitions,
+                    "assetSelection": [{"path": [a]} for a in assets],
+                    "fromFailure": False,
+                    "tags": [{"key": k, "value": v} for k, v in tags.items()],
+                }
+            },
+        )["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"the backfill was not launched: {launched}")
+        return str(launched["backfillId"])
+
+    def backfill_status(self, backfill: str) -> str:
+        """REQUESTED while running, then COMPLETED_SUCCESS, COMPLETED_FAILED, FAILED, CANCELED..."""
+        return str(self.graphql(_STATUS, {"id": backfill})["partitionBackfillOrError"]["status"])
+
+    def cancel_backfill(self, backfill: str) -> None:
+        """Cancel a backfill: no new runs; runs in flight finish."""
+        self.graphql(
+            "mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }",
+            {"id": backfill},
+        )
+
+    def partition_stats(self, asset: str) -> dict[str, int]:
+        """numMaterialized, numFailed and numMaterializing of an asset's partitions (the UI's partition
+        bar)."""
+        return dict(self.graphql(_STATS, {"path": [asset]})["assetNodeOrError"]["partitionStats"])
+
+
+_LAUNCH = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey invalidOutputName }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status numPartitions }
+    ... on PythonError { message }
+  }
+}
+"""
+
+_STATS = """
+query($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { partitionStats { numMaterialized numFailed numMaterializing } }
+  }
+}
+"""
 
 
 def free_port() -> int:
@@ -83,16 +137,17 @@ def free_port() -> int:
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait for the webserver to answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the webserver exited ({process.returncode}): {log.read_text()[-3000:]}")
+            raise RuntimeError(f"the webserver exited ({process.returncode}): {log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/server_info", timeout=5):
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(1)
-    raise AssertionError(f"the webserver did not answer in {timeout} s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"the webserver did not answer in {timeout} s: {log.read_text()[-3000:]}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -106,11 +161,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def deployment(work: Path, postgres: dict[str, str], db: str) -> Iterator[Services]:
-    """Simulate `REGION` into ``work``, create the database ``db`` afresh, start the webserver and the
-    daemon (the repo's dagster.yaml and workspace.yaml), register the region's tile; stop both after."""
+def deployment(work: Path, postgres: dict[str, str], db: str, region_config: SimConfig) -> Iterator[Services]:
+    """Simulate ``region_config`` into ``work``, create the database ``db`` afresh, start the webserver and
+    the daemon (the repo's dagster.yaml and workspace.yaml), register the region's tiles; stop both after.
+
+    Args:
+        work: an empty folder for the region, the storage root, DAGSTER_HOME and the services' logs.
+        postgres: host, port, user and password of the PostgreSQL server.
+        db: the database of the instance (dropped and created).
+        region_config: the simulated region.
+    """
     region, storage, home, logs = work / "region", work / "storage", work / "home", work / "logs"
-    simulate(REGION, region)
+    simulate(region_config, region)
     for folder in (storage, home, logs):
         folder.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -149,7 +211,7 @@ def deployment(work: Path, postgres: dict[str, str], db: str) -> Iterator[Servic
     services = Services(f"http://127.0.0.1:{port}", home, env, region, storage, logs)
     try:
         _wait(services.url, web, web_log, timeout=180)
-        for tile in REGION.tile_ids:  # the region registers its tiles, as a person would in the UI
+        for tile in region_config.tile_ids:  # the region registers its tiles, as a person would in the UI
             added = services.graphql(
                 "mutation($p: String!, $k: String!, $l: RepositorySelector!) {"
                 " addDynamicPartition(partitionsDefName: $p, partitionKey: $k, repositorySelector: $l)"
@@ -160,14 +222,15 @@ def deployment(work: Path, postgres: dict[str, str], db: str) -> Iterator[Servic
                     "l": {"repositoryLocationName": "kz_pipelines", "repositoryName": "__repository__"},
                 },
             )
-            assert added["addDynamicPartition"]["__typename"] == "AddDynamicPartitionSuccess", added
+            if added["addDynamicPartition"]["__typename"] != "AddDynamicPartitionSuccess":
+                raise RuntimeError(f"registering tile {tile} failed: {added}")
         yield services
     finally:
         _stop(daemon)
         _stop(web)
 
 
-def days() -> list[str]:
+def days(cfg: SimConfig) -> list[str]:
     """The region's days (ISO)."""
-    n = (REGION.end - REGION.start).days + 1
-    return [date.fromordinal(REGION.start.toordinal() + k).isoformat() for k in range(n)]
+    n = (cfg.end - cfg.start).days + 1
+    return [date.fromordinal(cfg.start.toordinal() + k).isoformat() for k in range(n)]
