@@ -359,6 +359,9 @@ def bench_orchestration(
     pg_port: Annotated[str, typer.Option(envvar="KZ_PG_PORT")] = "5432",
     pg_user: Annotated[str, typer.Option(envvar="KZ_PG_USER")] = "postgres",
     pg_password: Annotated[str, typer.Option(envvar="KZ_PG_PASSWORD")] = "",
+    pg_db: Annotated[str, typer.Option(help="The instance's database (dropped and created).")] = (
+        "kz_bench_orchestration"
+    ),
 ) -> None:
     """Backfill a season of the scene-level assets through the real daemon and webserver on PostgreSQL
     (stand-in compute), then project a national and a 100-tile backfill onto a Kubernetes cluster."""
@@ -378,6 +381,7 @@ def bench_orchestration(
         n_days=days,
         size_px=size_px,
         max_minutes=minutes,
+        db=pg_db,
         cluster=Cluster(cpu_nodes=cpu_nodes, cores=cores, gpus=gpus),
         log=lambda m: err.print(m, highlight=False),
     )

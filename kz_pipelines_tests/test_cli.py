@@ -176,6 +176,7 @@ def test_bench_orchestration_json_measures_a_real_backfill(postgres: dict[str, s
         "KZ_PG_PASSWORD": postgres["password"],
     }
     args = ["bench", "orchestration", "--json", "--tiles", "2", "--days", "2", "--work", str(tmp_path / "o")]
+    args += ["--pg-db", "kz_test_bench_orchestration"]  # not the database of a benchmark being run
     command = [sys.executable, "-m", "kz_pipelines.cli", *args]
     out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

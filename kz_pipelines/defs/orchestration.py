@@ -19,6 +19,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,21 +95,21 @@ class Cluster:
 
 
 def project(
-    tiles: int, s2_per_tile: int, s1_per_tile: int, run_overhead_s: float, cluster: Cluster, costs: SceneCosts
+    tiles: int, s2_per_tile: int, s1_per_tile: int, code_load_s: float, cluster: Cluster, costs: SceneCosts
 ) -> dict[str, float]:
     """Wall time and CPU/GPU hours of a season backfill of the scene-level assets on ``cluster``.
 
     Every scene costs its load and its statistics (every feature is one band-date) on CPU; every S2 scene
-    its mask on a GPU; every partition (day x tile) one run whose pods start and load the code
-    (``run_overhead_s``, measured). CPU and GPU work overlap across partitions; the wall time is the
-    larger of the two shares, each spread over its slots.
+    its mask on a GPU; every partition (day x tile) is one run pod plus a pod per step, each a fresh
+    process loading the code location (``code_load_s``, measured). CPU and GPU work overlap across
+    partitions; the wall time is the larger of the two shares, each spread over its slots.
     """
     days_x_tiles = tiles * 214
     s2, s1 = tiles * s2_per_tile, tiles * s1_per_tile
     cpu_s = (
         s2 * (costs.s2_load_cpu_s + len(S2_FEATURES) * costs.zonal_band_date_cpu_s)
         + s1 * (costs.s1_load_cpu_s + len(S1_FEATURES) * costs.zonal_band_date_cpu_s)
-        + days_x_tiles * run_overhead_s
+        + days_x_tiles * (1 + len(SCENE_ASSETS)) * code_load_s
     )
     gpu_s = s2 * costs.s2_mask_gpu_s
     slots = cluster.cpu_nodes * cluster.cores // cluster.step_cores
@@ -189,6 +191,18 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def _code_load_s() -> float:
+    """Seconds a fresh process takes to load the Kubernetes code location (what every run and step pod
+    pays before its work), best of three."""
+    code = "import kz_pipelines.definitions_k8s"
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
 def _scenes_per_tile(region: Path) -> tuple[int, int]:
     """S2 and S1 scenes per tile of the simulated season (the acquisition plan of the real constellations)."""
     summary = json.loads((region / "region.json").read_text())
@@ -206,6 +220,7 @@ def run(
     size_px: int = 120,
     stall_s: float = 900,
     max_minutes: float = 0,
+    db: str = "kz_bench_orchestration",
     cluster: Cluster = Cluster(),
     log: Callable[[str], Any] = print,
 ) -> BenchResult:
@@ -213,14 +228,14 @@ def run(
 
     Args:
         work: an empty folder (region, storage, instance home, logs).
-        postgres: host, port, user and password of the PostgreSQL server (database
-            ``kz_bench_orchestration`` is dropped and created).
+        postgres: host, port, user and password of the PostgreSQL server.
         tiles: tiles of `TILES`.
         n_days: days of the season (214: April to October).
         size_px: the stand-in tile window.
         stall_s: a backfill with no partition materialized for this long has stalled (and is cancelled).
         max_minutes: cancel the backfill after this long (0: run it to the end); the daemon and the
             webserver still carry the whole backfill, the throughput gives the time to the end.
+        db: the instance's database (dropped and created).
         cluster: the cluster of the projection.
         log: progress lines.
     """
@@ -235,7 +250,7 @@ def run(
         l1c=False,
     )
     log(f"orchestration: simulating the stand-in region ({tiles} tiles x {n_days} days, {size_px} px)")
-    with deployment(work, postgres, "kz_bench_orchestration", cfg) as services:
+    with deployment(work, postgres, db, cfg) as services:
         _prepare(services, start.year)
         keys = [f"{day}|{tile}" for day in days(cfg) for tile in cfg.tile_ids]
         log(f"orchestration: backfilling {len(keys)} partitions x {len(SCENE_ASSETS)} assets")
@@ -271,13 +286,14 @@ def run(
     per_min = done / (wall_s / 60) if wall_s > 0 else 0.0
     # the per-run cost of orchestration on this machine: the run's wall share of both cores
     run_overhead_s = wall_s * 2 / max(1, done)
+    code_load_s = _code_load_s()
     latency = _quantiles(latencies)
     tick = _quantiles(ticks)
     scale = {
         f"{n}_tiles_{key}": value
         for n in (6, 100)
         for key, value in project(
-            n, s2_per_tile * 214 // n_days, s1_per_tile * 214 // n_days, run_overhead_s, cluster, COSTS
+            n, s2_per_tile * 214 // n_days, s1_per_tile * 214 // n_days, code_load_s, cluster, COSTS
         ).items()
     }
     figures: dict[str, float | int | str] = {
@@ -293,6 +309,7 @@ def run(
         "time_budget_min": max_minutes or "none",
         "hours_to_complete_here": round(len(keys) / per_min / 60, 2) if per_min else "never",
         "run_overhead_cpu_s": round(run_overhead_s, 1),
+        "code_location_load_s": round(code_load_s, 2),
         **{f"graphql_partition_stats_{k}_s": v for k, v in latency.items()},
         **{f"daemon_backfill_tick_{k}_s": v for k, v in tick.items()},
         "daemon_backfill_ticks": len(ticks),
