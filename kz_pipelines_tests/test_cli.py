@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -115,6 +116,20 @@ def test_bench_ingest_json_has_the_design_shape(tmp_path: Path) -> None:
     assert ratio["value"] > 0
     assert result["figures"]["tile_px"] == "12x240x240"
     assert result["figures"]["raw_rasterio_mpx_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_ingest_peak_memory_is_the_loads_own(tmp_path: Path) -> None:
+    """The child process measuring the load must not report its parent's peak: after this process has
+    touched 1 GiB (as simulating a full tile does, ~9 GB), the load's own peak still shows."""
+    from kz_pipelines.bench.ingest import run
+
+    big = np.ones(2**27)  # 1 GiB resident in the parent, then freed
+    del big
+    result = run(tmp_path, size_px=1200, log=lambda _: None)
+    assert result.figures["output_array_gib"] > 0
+    # the load holds at least its output array; an inherited high-water mark made this exactly 0
+    assert result.targets["peak_memory_vs_output"].value >= 1.0
 
 
 @pytest.mark.slow

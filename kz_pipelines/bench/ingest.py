@@ -11,8 +11,9 @@ reused. In the same run:
   removed; the asset's int16 encoding, reflectance x 10^4, no data -32768), and the validity mask; the
   same source megapixels over its time gives the comparable throughput (the target's basis: the same
   files, the same input); the 10 m pixels it delivers per second are reported too;
-- peak memory of our load, measured in a fresh process (peak RSS less that process's RSS before the load),
-  against the output array (12 bands, int16);
+- peak memory of our load, measured in a fresh process (its peak RSS, ``VmHWM``, less its RSS before the
+  load), against the output array (12 bands, int16); not ``ru_maxrss``, which a child process inherits
+  from its parent (here the process that simulated the tile, ~9 GB), hiding the load's own peak;
 - each side is timed as the best of ``PASSES`` passes (on a virtual machine the first touch of fresh
   memory can cost over 1 s per GB and varies from pass to pass); the first pass is reported too, as
   ``*_cold_s``;
@@ -78,7 +79,7 @@ PASSES = 3
 """Timed passes per side; the best counts."""
 
 _CHILD = """
-import json, resource, sys, time
+import json, re, sys, time
 from kz_pipelines.bench.ingest import _item
 from kz_pipelines.ingest import load_s2_scene, scene_grid
 from kz_pipelines.scenes import s2_dataset, write_zarr
@@ -86,7 +87,9 @@ from pathlib import Path
 region, out = Path(sys.argv[1]), Path(sys.argv[2])
 item = _item(region)
 grid = scene_grid(item)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+before = hwm_kib()
 times = []
 for _ in range(int(sys.argv[3])):
     scene = None
@@ -94,7 +97,7 @@ for _ in range(int(sys.argv[3])):
     scene = load_s2_scene(item, grid, encoded=True)
     times.append(time.perf_counter() - t0)
 cold_s, load_s = times[0], min(times)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm_kib()
 t0 = time.perf_counter()
 write_zarr(out, s2_dataset([scene]))
 write_s = time.perf_counter() - t0
