@@ -166,7 +166,9 @@ def test_bench_zonal_json_names_every_target(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_croptype_json_names_every_target() -> None:
-    out = kz("bench", "croptype", "--json", "--parcels", "3000", "--dates", "8", "--features", "4")
+    out = kz(
+        "bench", "croptype", "--json", "--parcels", "3000", "--dates", "8", "--features", "4", timeout=600
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["name"] == "croptype"
@@ -177,7 +179,11 @@ def test_bench_croptype_json_names_every_target() -> None:
     assert figures["columns"] == 8 * 4 + 9 * 4
     assert figures["lightgbm_parcels_per_s"] > 0
     assert figures["mlp_parcels_per_s"] > 0
-    assert figures["selected_on_validation"] in ("lightgbm", "mlp")
+    assert figures["tcnn_parcels_per_s"] > 0
+    selected = figures["selected_on_validation"]
+    assert selected in ("lightgbm", "mlp", "tcnn", "ensemble")
+    score = result["targets"]["score_parcels_per_s"]["value"]
+    assert score == pytest.approx(figures[f"{selected}_parcels_per_s"], abs=1)
 
 
 @pytest.mark.slow

@@ -79,6 +79,43 @@ def test_composites_average_each_period_and_fill_the_gaps() -> None:
     assert cols["NDVI:argmax"] == pytest.approx(1.0)
 
 
+def test_composites_leave_out_mostly_masked_s2_dates() -> None:
+    days = ["2024-05-01", "2024-05-04", "2024-05-07"]
+    ds = _tensor(np.array([[0.2, 0.9, 0.4]]), days)
+    ndvi, vv = TENSOR_FEATURES.index("NDVI"), TENSOR_FEATURES.index("VV_asc")
+    count = STATS.index("count")
+    obs = ds["obs"].to_numpy()
+    obs[0, :, ndvi, count] = [100, 30, 80]  # 05-04: 30 clear pixels, under half of the best date's 100
+    obs[0, :, vv, STATS.index("mean")] = [-12.0, -9.0, -12.0]
+    series, _ = composites(ds, period_days=10, features=("NDVI", "VV_asc"), min_clear_fraction=0.5)
+    assert series[0, 0, 0] == pytest.approx(0.3)  # (0.2 + 0.4) / 2: the hazy 0.9 left out
+    assert series[0, 0, 1] == pytest.approx(-11.0)  # radar sees through clouds: every date kept
+    kept, _ = composites(ds, period_days=10, features=("NDVI",), min_clear_fraction=0.0)
+    assert kept[0, 0, 0] == pytest.approx(0.5)
+
+
+def test_anomalies_are_blind_to_a_shift_of_the_whole_region() -> None:
+    """A wet period raises every parcel's value alike: the raw series move, the anomalies do not."""
+    rng = np.random.default_rng(4)
+    days = [f"2024-05-{d:02d}" for d in range(1, 31, 3)]
+    values = rng.uniform(0.1, 0.9, (25, len(days)))
+    weather = np.linspace(0.0, 0.3, len(days))
+    dry = parcel_features(_tensor(values, days), features=("NDVI",), anomalies=True)
+    wet = parcel_features(_tensor(values + weather, days), features=("NDVI",), anomalies=True)
+    assert dry.names == wet.names
+    anom = [i for i, n in enumerate(dry.names) if n.startswith("NDVI_anom@")]
+    raw = [i for i, n in enumerate(dry.names) if n.startswith("NDVI@")]
+    assert len(anom) == len(raw) == 3  # three 10-day periods
+    np.testing.assert_allclose(wet.x[:, anom], dry.x[:, anom], atol=1e-5)
+    assert not np.allclose(wet.x[:, raw], dry.x[:, raw], atol=1e-2)
+    # each period's anomaly is the parcel's value less the median parcel's
+    series, _ = composites(_tensor(values, days), features=("NDVI",))
+    expected = series[:, :, 0] - np.median(series[:, :, 0], axis=0)
+    np.testing.assert_allclose(dry.x[:, anom], expected, atol=1e-6)
+    plain = parcel_features(_tensor(values, days), features=("NDVI",), anomalies=False)
+    assert not any("_anom" in n for n in plain.names)
+
+
 def test_balance_caps_and_oversamples_with_noise() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(130, 3))
@@ -114,7 +151,18 @@ def test_models_trained_selected_on_validation_and_scored_on_test(tmp_path: Path
     best, models = train_crop_model(
         x, y, res.indices("train"), res.indices("validation"), res.indices("test"), names, cfg
     )
-    assert set(models) == {"lightgbm", "mlp", "tcnn"}
+    assert set(models) <= {"lightgbm", "mlp", "tcnn", "ensemble"}
+    assert {"lightgbm", "mlp", "tcnn"} <= set(models)
+    card_val = best.card["validation"]
+    top = max(card_val[k]["macro_f1"] for k in ("lightgbm", "mlp", "tcnn"))
+    close = {k for k in ("lightgbm", "mlp", "tcnn") if card_val[k]["macro_f1"] >= top - cfg.ensemble_margin}
+    if len(close) > 1:  # the mean of the models close to the best
+        ensemble = models["ensemble"]
+        assert {m.kind for m in ensemble.members} == close
+        mean = np.mean([models[k].predict_proba(x) for k in sorted(close)], axis=0)
+        np.testing.assert_allclose(ensemble.predict_proba(x), mean, atol=1e-6)
+    else:
+        assert "ensemble" not in models
     card = best.card
     assert card["selected"] == best.kind
     assert card["validation"][best.kind]["macro_f1"] == max(
@@ -158,5 +206,10 @@ def test_out_of_fold_probabilities_do_not_vouch_for_a_wrong_label() -> None:
     declared = [every.classes.index(int(c)) for c in y[wrong]]
     in_sample = every.predict_proba(x[wrong])[np.arange(len(wrong)), declared]
     assert (oof[wrong, declared] < in_sample).all()
+    # an ensemble is scored out of fold by ensembles of its member kinds
+    both = CropTypeConfig(lgb_rounds=100, mlp_epochs=15, min_count=10, threads=2, models=("lightgbm", "mlp"))
+    _, mean_oof = out_of_fold_proba(x, y, samples, names, "ensemble", both, folds=2)
+    np.testing.assert_allclose(mean_oof.sum(axis=1), 1, atol=1e-5)
+    assert (np.asarray(classes)[mean_oof.argmax(axis=1)] == truth).mean() > 0.95
     with pytest.raises(ValueError, match="at least 2 folds"):
         out_of_fold_proba(x, y, samples, names, "lightgbm", cfg, folds=1)

@@ -11,7 +11,8 @@ Timed, in one process on this machine:
 - building the feature matrix;
 - training LightGBM as `crop_type_model` does (balanced: at most ``cap`` parcels per class, noisy
   oversampling of small classes; early stopping on a validation split; all cores);
-- training the dense network on the same data (on CUDA where torch sees a GPU, else on the CPU);
+- training the dense and the temporal network on the same data (on CUDA where torch sees a GPU, else on
+  the CPU), and forming their ensemble with LightGBM (the models close to the best on validation);
 - scoring every parcel with each trained model (parcels per second).
 
 Targets (issue: crop type): LightGBM training <= 10 minutes on 2 cores; scoring >= 100,000 parcels/s with
@@ -97,17 +98,18 @@ def run(
         "columns": x.shape[1],
         "classes": len(lgbm.classes),
         "feature_build_s": round(features_s, 1),
-        "lightgbm_train_s": round(seconds["lightgbm"], 1),
         "lightgbm_rounds": int(lgbm.booster.best_iteration) if lgbm.booster is not None else 0,
-        "mlp_train_s": round(seconds["mlp"], 1),
-        "mlp_device": str(resolve_device(cfg.device)),
-        "mlp_epochs_max": MLP_EPOCHS,
-        "lightgbm_parcels_per_s": round(rate["lightgbm"]),
-        "mlp_parcels_per_s": round(rate["mlp"]),
-        "lightgbm_test_macro_f1": round(test_scores["lightgbm"]["macro_f1"], 4),
-        "mlp_test_macro_f1": round(test_scores["mlp"]["macro_f1"], 4),
+        "network_device": str(resolve_device(cfg.device)),
+        "network_epochs_max": MLP_EPOCHS,
         "selected_on_validation": best.kind,
     }
+    for kind in models:
+        if kind in seconds:  # an ensemble trains nothing of its own
+            figures[f"{kind}_train_s"] = round(seconds[kind], 1)
+        figures[f"{kind}_parcels_per_s"] = round(rate[kind])
+        figures[f"{kind}_test_macro_f1"] = round(test_scores[kind]["macro_f1"], 4)
+    if "ensemble" in models:
+        figures["ensemble_members"] = "+".join(m.kind for m in models["ensemble"].members)
     targets = {
         "lightgbm_train_s": Target(seconds["lightgbm"], "<=", TRAIN_TARGET_S),
         # the model crop_type_predictions would score with: the one selected on validation

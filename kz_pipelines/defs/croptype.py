@@ -27,7 +27,7 @@ from kz_pipelines.models.crop_type import (
     score_tensor,
     train_crop_model,
 )
-from kz_pipelines.models.features import parcel_features
+from kz_pipelines.models.features import MIN_CLEAR_FRACTION, parcel_features
 from kz_pipelines.plots import bars_png, category_colours, confusion_png, map_png
 from kz_pipelines.splits import SplitSpec, split
 from kz_pipelines.storage import atomic_path, write_json
@@ -44,11 +44,19 @@ class CropTypeModelConfig(dg.Config):
 
     period_days: int = 10
     """Composite period of the features, days."""
-    test_ratio: float = 0.15
-    validation_ratio: float = 0.15
+    min_clear_fraction: float = MIN_CLEAR_FRACTION
+    """S2 dates with fewer clear pixels than this fraction of the parcel's best date are left out."""
+    anomalies: bool = True
+    """Also each feature less the region's median parcel in the same period (robust to the year's
+    weather; see kz_pipelines.models.features)."""
+    test_ratio: float = 0.1
+    validation_ratio: float = 0.1
+    """Of all labelled parcels; both take trusted labels only (inspectors check about 20% of parcels)."""
     trusted_confidence: float = 0.9
     """Validation and test take only labels at least this trusted (inspector reports, drones)."""
-    models: list[str] = ["lightgbm", "mlp"]
+    models: list[str] = ["lightgbm", "mlp", "tcnn"]
+    ensemble: bool = True
+    """The mean of the models' probabilities is a candidate too."""
     lgb_rounds: int = 600
     mlp_epochs: int = 150
     seed: int = 0
@@ -78,10 +86,12 @@ def _class_names(classes: list[int]) -> list[str]:
     code_version="1",
     deps=[dg.AssetDep(parcel_timeseries, partition_mapping=SEASON_DIMENSION)],
     description=(
-        "The season's crop type model (28 classes): LightGBM and the dense network on composited, gap-filled "
-        "series and temporal summaries of every tile's parcel tensor, balanced classes; validation and test "
-        "only from trusted labels (inspector reports); the better model on validation macro-F1 kept. Card: "
-        "macro and weighted F1 on test, recall per class, confusion matrix, feature importance."
+        "The season's crop type model (28 classes): LightGBM, the dense and the temporal network, and their "
+        "mean, on composited, gap-filled series (mostly clouded dates left out), their anomalies against the "
+        "region's median parcel, and temporal summaries of every tile's parcel tensor, balanced classes; "
+        "validation and test only from trusted labels (inspector reports); the best candidate on "
+        "validation macro-F1 kept. Card: macro and weighted F1 on test, recall per class, confusion "
+        "matrix, feature importance."
     ),
 )
 @keeps_contract
@@ -94,7 +104,9 @@ def crop_type_model(
     season = int(context.partition_key)
     tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
     ds = season_tensor(storage, season, tiles).load()
-    features = parcel_features(ds, config.period_days)
+    features = parcel_features(
+        ds, config.period_days, min_clear_fraction=config.min_clear_fraction, anomalies=config.anomalies
+    )
     labels = _labels(parcel_source, storage, season).set_index("parcel_id").reindex(features.parcel_ids)
     known = labels["crop_class"].notna().to_numpy()
     x, y = features.x[known], labels["crop_class"].to_numpy()[known].astype(np.int64)
@@ -113,6 +125,7 @@ def crop_type_model(
         mlp_epochs=config.mlp_epochs,
         models=tuple(config.models),
         seed=config.seed,
+        ensemble=config.ensemble,
     )
     t0 = time.perf_counter()
     best, _ = train_crop_model(
@@ -127,6 +140,8 @@ def crop_type_model(
     )
     best.card["period_days"] = config.period_days
     best.card["feature_period"] = [features.start, features.end]
+    best.card["min_clear_fraction"] = config.min_clear_fraction
+    best.card["anomalies"] = config.anomalies
     folder = storage.path("models", "crop_type", str(season), time.strftime("%Y%m%dT%H%M%S"))
     save_crop_model(folder, best)
     oof_note = "off (oof_folds: 0)"

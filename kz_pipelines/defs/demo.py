@@ -202,8 +202,10 @@ def run_demo(
     return out
 
 
-HELDOUT_SEEDS = (1, 2)
-"""The evaluations' simulated seeds: the training seed and the held-out seed."""
+HELDOUT_SEEDS = (1, 3)
+"""The evaluations' simulated seeds: the training seed and the held-out seed. Seed 2 was the held-out seed
+until design choices were made looking at it (the crop type features and ensemble, mowing's training on
+thinned series); seed 3 had been seen by none."""
 
 HELDOUT_REGION: dict[str, Any] = {"size_px": 1100, "n_parcels": 6000, "l1c": False}
 """The evaluations' region: two tiles of 11 km with 6000 parcels (every crop class with held-out parcels)."""

@@ -11,7 +11,11 @@ kept, reported on test.
 * **A temporal network** (``tcnn``, :class:`TemporalCNN`): the composited series as a sequence (features
   as channels), two 1D convolutions, pooled over time, joined with the temporal summaries. Trained like
   the dense one; it is a candidate only where it is listed in ``models``.
-* **Selection**: the model with the highest validation macro-F1; its test scores go in the card.
+* **Ensemble** (``ensemble``): the mean of the class probabilities of the models within
+  ``ensemble_margin`` of the best validation macro-F1, a candidate like the others. Its members err on
+  different parcels (trees on single columns, the dense network on the whole vector, the temporal one on
+  the shape of the season), so the mean is steadier from one year to the next.
+* **Selection**: the candidate with the highest validation macro-F1; its test scores go in the card.
 
 Models are saved in safe formats only: LightGBM's text model and safetensors, with a JSON card (classes,
 features, normalization, metrics, training time, which model was selected). Never pickle.
@@ -68,6 +72,10 @@ class CropTypeConfig:
         seed: random seed.
         threads: CPU threads (0: all).
         device: where the network trains and scores (``auto``: CUDA when torch sees a GPU, else CPU).
+        ensemble: the mean (``ensemble``) of the models within ``ensemble_margin`` of the best validation
+            macro-F1 is a candidate too, when there are two of them or more.
+        ensemble_margin: how far under the best model's validation macro-F1 a member may be (a clearly
+            weaker model would only dilute the mean).
     """
 
     cap: int | None = 2000
@@ -77,10 +85,12 @@ class CropTypeConfig:
     lgb_learning_rate: float = 0.1
     mlp_epochs: int = 150
     mlp_patience: int = 20
-    models: tuple[str, ...] = ("lightgbm", "mlp")
+    models: tuple[str, ...] = ("lightgbm", "mlp", "tcnn")
     seed: int = 0
     threads: int = 0
     device: str = "auto"
+    ensemble: bool = True
+    ensemble_margin: float = 0.05
 
 
 @dataclass
@@ -88,13 +98,14 @@ class CropTypeModel:
     """A trained crop type model.
 
     Attributes:
-        kind: ``lightgbm``, ``mlp`` or ``tcnn``.
+        kind: ``lightgbm``, ``mlp``, ``tcnn`` or ``ensemble``.
         classes: the crop class ids, in the order of the probability columns.
         feature_names: input columns.
         booster: the LightGBM model (kind ``lightgbm``).
         net: the network (kinds ``mlp`` and ``tcnn``).
         mean: feature means of the network's standardization.
         std: feature standard deviations of the network's standardization.
+        members: the models averaged (kind ``ensemble``).
         card: metrics and provenance.
     """
 
@@ -105,10 +116,13 @@ class CropTypeModel:
     net: nn.Module | None = None
     mean: npt.NDArray[np.float32] | None = None
     std: npt.NDArray[np.float32] | None = None
+    members: tuple[CropTypeModel, ...] = ()
     card: dict[str, Any] = field(default_factory=dict)
 
     def predict_proba(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """Class probabilities, (samples, classes) in ``classes`` order."""
+        if self.members:
+            return np.mean([m.predict_proba(x) for m in self.members], axis=0, dtype=np.float32)
         if self.booster is not None:
             return np.asarray(self.booster.predict(np.asarray(x, np.float32)), np.float32).reshape(len(x), -1)
         if self.net is None or self.mean is None or self.std is None:
@@ -391,6 +405,11 @@ def train_crop_model(
             raise ValueError(f"unknown model kind {kind!r} (lightgbm, mlp, tcnn)")
         seconds[kind] = time.perf_counter() - t0
     val = {k: scores(y[val_idx], m.predict(x[val_idx]), classes) for k, m in models.items()}
+    top = max(v["macro_f1"] for v in val.values())
+    members = tuple(m for k, m in models.items() if val[k]["macro_f1"] >= top - cfg.ensemble_margin)
+    if cfg.ensemble and len(members) > 1:
+        models["ensemble"] = CropTypeModel("ensemble", classes, feature_names, members=members)
+        val["ensemble"] = scores(y[val_idx], models["ensemble"].predict(x[val_idx]), classes)
     chosen = max(models, key=lambda k: val[k]["macro_f1"])
     best = models[chosen]
     test = scores(y[test_idx], best.predict(x[test_idx]), classes)
@@ -412,8 +431,9 @@ def train_crop_model(
         "config": asdict(cfg),
         "data": data or {},
     }
-    if best.booster is not None:
-        gain = best.booster.feature_importance("gain")
+    trees = next((m.booster for m in (best, *best.members) if m.booster is not None), None)
+    if trees is not None:
+        gain = trees.feature_importance("gain")
         top = np.argsort(gain)[::-1][:30]
         best.card["feature_importance"] = {feature_names[i]: float(gain[i]) for i in top}
     return best, models
@@ -447,32 +467,43 @@ def out_of_fold_proba(
     rng = np.random.default_rng(cfg.seed)
     fold = rng.permutation(len(samples)) % folds
     out = np.zeros((len(samples), len(classes)), np.float32)
-    one = replace(cfg, models=(kind,))
+    one = cfg if kind == "ensemble" else replace(cfg, models=(kind,))  # an ensemble needs its members
     for k in range(folds):
         rows, rest = np.flatnonzero(fold == k), samples[fold != k]
         early = rng.random(len(rest)) < 0.15
         if not np.isin(y[rest[early]], y[rest[~early]]).any():
             raise ValueError(f"too few labelled parcels for {folds}-fold out-of-fold scoring")
-        model, _ = train_crop_model(x, y, rest[~early], rest[early], samples[rows], feature_names, one)
+        _, trained = train_crop_model(x, y, rest[~early], rest[early], samples[rows], feature_names, one)
+        model = trained[kind]
         columns = np.array([column[c] for c in model.classes], np.int64)
         out[np.ix_(rows, columns)] = model.predict_proba(x[samples[rows]])
     return classes, out
 
 
 def save_crop_model(folder: Path, model: CropTypeModel) -> None:
-    """Write the model (LightGBM text or safetensors) and its card ``model.json`` atomically."""
+    """Write the model (LightGBM text or safetensors; an ensemble's members each in a folder
+    ``member-<kind>``) and its card ``model.json`` atomically."""
     with atomic_dir(folder) as tmp:
-        meta = {"kind": model.kind, "classes": list(model.classes), "features": list(model.feature_names)}
-        if model.booster is not None:
-            model.booster.save_model(str(tmp / "lightgbm.txt"))
-        else:
-            if model.net is None or model.mean is None or model.std is None:
-                raise ValueError("a crop type model needs a booster or a network with its normalization")
-            tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-            tensors["norm.mean"] = torch.from_numpy(model.mean)
-            tensors["norm.std"] = torch.from_numpy(model.std)
-            save_file(tensors, str(tmp / "net.safetensors"))
-        (tmp / "model.json").write_text(json.dumps({**meta, "card": model.card}, indent=1))
+        _write_model(tmp, model)
+
+
+def _write_model(folder: Path, model: CropTypeModel) -> None:
+    meta = {"kind": model.kind, "classes": list(model.classes), "features": list(model.feature_names)}
+    if model.members:
+        meta["members"] = [m.kind for m in model.members]
+        for member in model.members:
+            (folder / f"member-{member.kind}").mkdir()
+            _write_model(folder / f"member-{member.kind}", member)
+    elif model.booster is not None:
+        model.booster.save_model(str(folder / "lightgbm.txt"))
+    elif model.net is None or model.mean is None or model.std is None:
+        raise ValueError("a crop type model needs a booster or a network with its normalization")
+    else:
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+        tensors["norm.mean"] = torch.from_numpy(model.mean)
+        tensors["norm.std"] = torch.from_numpy(model.std)
+        save_file(tensors, str(folder / "net.safetensors"))
+    (folder / "model.json").write_text(json.dumps({**meta, "card": model.card}, indent=1))
 
 
 def load_crop_model(folder: Path, device: str = "auto") -> CropTypeModel:
@@ -480,6 +511,9 @@ def load_crop_model(folder: Path, device: str = "auto") -> CropTypeModel:
     (``auto``: CUDA when torch sees a GPU)."""
     meta = json.loads((folder / "model.json").read_text())
     classes, names = tuple(meta["classes"]), tuple(meta["features"])
+    if meta["kind"] == "ensemble":
+        members = tuple(load_crop_model(folder / f"member-{kind}", device) for kind in meta["members"])
+        return CropTypeModel("ensemble", classes, names, members=members, card=meta["card"])
     if meta["kind"] == "lightgbm":
         booster = lgb.Booster(model_file=str(folder / "lightgbm.txt"))
         return CropTypeModel("lightgbm", classes, names, booster=booster, card=meta["card"])
@@ -495,7 +529,8 @@ def score_tensor(
     model: CropTypeModel, ds: xr.Dataset
 ) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]]:
     """Class probabilities of every parcel of a season tensor, from the features the model was trained on
-    (its card's composite period and feature window).
+    (its card's composite period, feature window, clear-date threshold and anomalies; a card from before
+    the last two were options means neither).
 
     Returns:
         The parcel ids and their probabilities, (parcels, classes) in ``model.classes`` order.
@@ -504,7 +539,14 @@ def score_tensor(
         ValueError: the tensor's feature columns differ from the model's (retrain the model).
     """
     start, end = model.card["feature_period"]
-    features = parcel_features(ds, int(model.card["period_days"]), start=start, end=end)
+    features = parcel_features(
+        ds,
+        int(model.card["period_days"]),
+        start=start,
+        end=end,
+        min_clear_fraction=float(model.card.get("min_clear_fraction", 0.0)),
+        anomalies=bool(model.card.get("anomalies", False)),
+    )
     if features.names != model.feature_names:  # same period and features give the same columns
         raise ValueError("the tensor's feature columns do not match the model's; retrain the crop type model")
     return features.parcel_ids, model.predict_proba(features.x)

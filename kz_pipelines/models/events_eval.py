@@ -2,11 +2,11 @@
 
 The evaluations' simulated seeds run through the pipeline (`kz_pipelines.defs.demo.heldout_runs`, the
 same runs as `kz eval croptype`): seed 1's season tensors and true tables train and choose each product's
-model, seed 2's score it, never seen before. Each product module's ``evaluate`` fits the learned model on
-seed 1 (validation parcels inside it choose between the rule-based baseline and the learned model) and
-reports both on seed 2; then again on seed 2 with half of its Sentinel-2 acquisition days removed
-(`kz_pipelines.models.events.drop_s2_dates`: S1 must carry the products through cloudy spells). Damage
-works on pixels: it reads the runs' stored scenes and cloud masks.
+model, the held-out seed's (`HELDOUT_SEEDS`, seed 3) score it, never seen before. Each product module's
+``evaluate`` fits the learned model on seed 1 (validation parcels inside it choose between the rule-based
+baseline and the learned model) and reports both on the held-out seed; then again on it with half of its
+Sentinel-2 acquisition days removed (`kz_pipelines.models.events.drop_s2_dates`: S1 must carry the
+products through cloudy spells). Damage works on pixels: it reads the runs' stored scenes and cloud masks.
 
 Targets (issue: events), on the model each product selects, with all S2 dates: mowing event F1 (±6 days)
 >= 0.90; harvest and ploughing event F1 >= 0.90 and date MAE <= 3 days; emergence date MAE <= 3 days;
@@ -32,7 +32,7 @@ from kz_pipelines.models.events import SeasonSeries, drop_s2_dates, season_serie
 __all__ = ["DROP_FRACTION", "run"]
 
 DROP_FRACTION = 0.5
-"""Share of seed 2's Sentinel-2 acquisition days removed in the cloudy-season variant."""
+"""Share of the held-out seed's Sentinel-2 acquisition days removed in the cloudy-season variant."""
 
 _SeriesEvaluate = Callable[[SeasonSeries, pd.DataFrame, SeasonSeries, pd.DataFrame], dict[str, float]]
 

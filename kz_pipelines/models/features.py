@@ -9,11 +9,21 @@ and appends per-feature temporal summaries (mean, std, min, max, 10th/50th/90th 
 position in the season of the maximum and the minimum).
 
 S2 features use each date's parcel median (robust to the few unmasked cloud edges); S1 features the
-parcel mean (averaged in linear power).
+parcel mean (averaged in linear power). An S2 date where the parcel's clear-pixel count is under
+``min_clear_fraction`` of its best date is left out of the composites: a mostly masked date carries the
+haze and shadow edges the cloud mask missed.
+
+With ``anomalies``, each composited feature also enters as its anomaly: its value less the median of
+every parcel of the tensor in the same period. Weather moves whole regions together from one year to the
+next (soil moisture darkens bare soil and raises its radar backscatter on every parcel after rain), so a
+model trained on one year and applied to another sees, in the anomalies, what sets a crop apart from the
+region rather than that year's weather. The reference is the tensor being featurized (the season's tiles
+when training, one tile when scoring): it needs many parcels (a tile holds thousands).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +32,15 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
-__all__ = ["MODEL_FEATURES", "FeatureSet", "composites", "fill_gaps", "parcel_features", "series_features"]
+__all__ = [
+    "MIN_CLEAR_FRACTION",
+    "MODEL_FEATURES",
+    "FeatureSet",
+    "composites",
+    "fill_gaps",
+    "parcel_features",
+    "series_features",
+]
 
 MODEL_FEATURES = (
     "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
@@ -30,6 +48,9 @@ MODEL_FEATURES = (
     "VV_asc", "VH_asc", "VH_VV_asc", "VV_desc", "VH_desc", "VH_VV_desc",
 )  # fmt: skip
 """The tensor features the crop models read (S2 bands and indices, S1 per pass direction)."""
+
+MIN_CLEAR_FRACTION = 0.5
+"""S2 dates with fewer clear pixels than this fraction of the parcel's best date are left out."""
 
 _SUMMARIES = ("mean", "std", "min", "max", "p10", "p50", "p90", "argmax", "argmin")
 
@@ -77,6 +98,7 @@ def composites(
     start: str | None = None,
     end: str | None = None,
     features: Sequence[str] = MODEL_FEATURES,
+    min_clear_fraction: float = 0.0,
 ) -> tuple[npt.NDArray[np.float32], pd.DatetimeIndex]:
     """Per parcel, period and feature: the mean of the observed dates in the period, gaps filled.
 
@@ -86,6 +108,8 @@ def composites(
         start: first day of the first period (default: the first day with an observation).
         end: last day (default: the last day with an observation).
         features: tensor features to use (absent ones are NaN).
+        min_clear_fraction: leave out S2 dates whose clear-pixel count (the ``count`` statistic) is under
+            this fraction of the parcel's best date; 0 keeps every date (as does a tensor without counts).
 
     Returns:
         (parcels, periods, features) float32 and the periods' first days.
@@ -96,7 +120,12 @@ def composites(
     s1 = [f for f in present if f.startswith("V")]
     parts = []
     if s2:
-        parts.append(obs.sel(feature=s2, stat="median"))
+        s2_values = obs.sel(feature=s2, stat="median")
+        if min_clear_fraction > 0 and "count" in obs["stat"].to_numpy():
+            clear = obs.sel(feature=s2[0], stat="count")
+            mostly_masked = clear < min_clear_fraction * clear.max("time")  # False where no count
+            s2_values = s2_values.where(~mostly_masked)
+        parts.append(s2_values)
     if s1:
         parts.append(obs.sel(feature=s1, stat="mean"))
     values = xr.concat(parts, dim="feature", coords="minimal", compat="override").transpose(
@@ -167,10 +196,21 @@ def parcel_features(
     start: str | None = None,
     end: str | None = None,
     features: Sequence[str] = MODEL_FEATURES,
+    min_clear_fraction: float = MIN_CLEAR_FRACTION,
+    anomalies: bool = True,
 ) -> FeatureSet:
-    """The model's input: composited, gap-filled series flattened, plus temporal summaries per feature."""
-    series, periods = composites(ds, period_days, start, end, features)
-    values, names = series_features(series, features)
+    """The model's input: composited, gap-filled series flattened, plus temporal summaries per feature;
+    with ``anomalies``, the same for each feature's anomaly against the tensor's median parcel (see the
+    module docstring)."""
+    series, periods = composites(ds, period_days, start, end, features, min_clear_fraction)
+    names = list(features)
+    if anomalies:
+        with warnings.catch_warnings():  # a feature no parcel has (all NaN) stays NaN, silently
+            warnings.simplefilter("ignore", RuntimeWarning)
+            reference = np.nanmedian(series, axis=0, keepdims=True)
+        series = np.concatenate([series, series - reference], axis=2)
+        names += [f"{f}_anom" for f in features]  # NDVI_anom@p03
+    values, names_out = series_features(series, names)
     ids = np.array([str(p) for p in ds["parcel"].to_numpy()])  # Zarr may hand back numpy StringDType
     end_day = periods[-1] + pd.Timedelta(days=period_days - 1)
-    return FeatureSet(ids, values, names, str(periods[0].date()), str(end_day.date()))
+    return FeatureSet(ids, values, names_out, str(periods[0].date()), str(end_day.date()))
