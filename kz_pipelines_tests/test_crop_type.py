@@ -3,6 +3,7 @@ disagreement list."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,5 +212,10 @@ def test_out_of_fold_probabilities_do_not_vouch_for_a_wrong_label() -> None:
     _, mean_oof = out_of_fold_proba(x, y, samples, names, "ensemble", both, folds=2)
     np.testing.assert_allclose(mean_oof.sum(axis=1), 1, atol=1e-5)
     assert (np.asarray(classes)[mean_oof.argmax(axis=1)] == truth).mean() > 0.95
+    # a fold forming no ensemble (no second model close enough to the best) is scored by its best model
+    apart = replace(both, ensemble_margin=-1.0)
+    _, fallback = out_of_fold_proba(x, y, samples, names, "ensemble", apart, folds=2)
+    np.testing.assert_allclose(fallback.sum(axis=1), 1, atol=1e-5)
+    assert (np.asarray(classes)[fallback.argmax(axis=1)] == truth).mean() > 0.95
     with pytest.raises(ValueError, match="at least 2 folds"):
         out_of_fold_proba(x, y, samples, names, "lightgbm", cfg, folds=1)

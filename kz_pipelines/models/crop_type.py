@@ -473,8 +473,8 @@ def out_of_fold_proba(
         early = rng.random(len(rest)) < 0.15
         if not np.isin(y[rest[early]], y[rest[~early]]).any():
             raise ValueError(f"too few labelled parcels for {folds}-fold out-of-fold scoring")
-        _, trained = train_crop_model(x, y, rest[~early], rest[early], samples[rows], feature_names, one)
-        model = trained[kind]
+        chosen, trained = train_crop_model(x, y, rest[~early], rest[early], samples[rows], feature_names, one)
+        model = trained.get(kind, chosen)  # a fold whose models are too far apart to average: its best
         columns = np.array([column[c] for c in model.classes], np.int64)
         out[np.ix_(rows, columns)] = model.predict_proba(x[samples[rows]])
     return classes, out
