@@ -89,9 +89,9 @@ def _class_names(classes: list[int]) -> list[str]:
         "The season's crop type model (28 classes): LightGBM, the dense and the temporal network, and their "
         "mean, on composited, gap-filled series (mostly clouded dates left out), their anomalies against the "
         "region's median parcel, and temporal summaries of every tile's parcel tensor, balanced classes; "
-        "validation and test only from trusted labels (inspector reports); the best candidate on "
-        "validation macro-F1 kept. Card: macro and weighted F1 on test, recall per class, confusion "
-        "matrix, feature importance."
+        "validation and test only from trusted labels (inspector reports); of the candidates within 0.005 "
+        "of the best validation macro-F1, the cheapest to score kept. Card: macro and weighted F1 on "
+        "test, recall per class, confusion matrix, feature importance."
     ),
 )
 @keeps_contract
