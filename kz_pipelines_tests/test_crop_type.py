@@ -13,6 +13,7 @@ import torch
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
 
 from kz_pipelines.models.crop_type import (
     SCORING_COST,
@@ -187,6 +188,14 @@ def test_models_trained_selected_on_validation_and_scored_on_test(tmp_path: Path
         assert not list(folder.glob("*.pkl"))
         back = load_crop_model(folder)
         np.testing.assert_allclose(back.predict_proba(x), model.predict_proba(x), atol=1e-6)
+    # a temporal network saved when its convolutions were Conv1d (3D weights) loads to the same model
+    weights = load_file(str(tmp_path / "tcnn" / "net.safetensors"))
+    save_file(
+        {k: v[:, :, 0, :] if v.dim() == 4 else v for k, v in weights.items()},
+        str(tmp_path / "tcnn" / "net.safetensors"),
+    )
+    old = load_crop_model(tmp_path / "tcnn")
+    np.testing.assert_allclose(old.predict_proba(x), models["tcnn"].predict_proba(x), atol=1e-6)
 
 
 def test_dense_scoring_is_the_network_with_its_normalization_folded_in() -> None:

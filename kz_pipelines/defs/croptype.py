@@ -59,6 +59,8 @@ class CropTypeModelConfig(dg.Config):
     """The mean of the models' probabilities is a candidate too."""
     lgb_rounds: int = 600
     mlp_epochs: int = 150
+    shift_periods: int = 1
+    """The networks train on series moved in time by up to this many composite periods (0: off)."""
     seed: int = 0
     oof_folds: int = 5
     """The disagreement flags of the labelled parcels come from models trained on the other folds (a
@@ -123,6 +125,7 @@ def crop_type_model(
     cfg = CropTypeConfig(
         lgb_rounds=config.lgb_rounds,
         mlp_epochs=config.mlp_epochs,
+        shift_periods=config.shift_periods,
         models=tuple(config.models),
         seed=config.seed,
         ensemble=config.ensemble,

@@ -18,7 +18,7 @@ baseline on each set, for macro and for weighted F1.
 Simulated region, held-out seed: the whole pipeline (`kz_pipelines.defs.demo.heldout_runs`: cloud-mask model,
 parcels, observations, season tensors, `crop_type_model` with its own trusted-label validation and test)
 runs on a region simulated with seed 1; the model it trained then scores every parcel of a region simulated
-with the held-out seed (`HELDOUT_SEEDS`, seed 3: same tiles, other parcels, crops, weather and clouds)
+with the held-out seed (`HELDOUT_SEEDS`, seed 4: same tiles, other parcels, crops, weather and clouds)
 through the same pipeline up to the tensors, against its true crop classes. Target: macro-F1 >= 0.90.
 The full run simulates two tiles of 11 km with 6000 parcels each (every class with test parcels);
 ``quick`` one small tile over three weeks.

@@ -95,7 +95,7 @@ class CropTypeConfig:
     lgb_learning_rate: float = 0.1
     mlp_epochs: int = 150
     mlp_patience: int = 20
-    shift_periods: int = 0
+    shift_periods: int = 1
     models: tuple[str, ...] = ("lightgbm", "mlp", "tcnn")
     seed: int = 0
     threads: int = 0
@@ -292,18 +292,20 @@ class TemporalCNN(nn.Module):
     def __init__(self, periods: int, features: int, n_summaries: int, n_out: int) -> None:
         super().__init__()
         self.periods, self.features = periods, features
+        # 1D convolutions written as (1, 5) 2D ones on channels-last data: oneDNN's fastest CPU path
+        # (twice Conv1d's speed on 2 cores), the same arithmetic
         self.conv = nn.Sequential(
-            nn.Conv1d(features, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(),
-            nn.Conv1d(64, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(features, 64, (1, 5), padding=(0, 2)), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, (1, 5), padding=(0, 2)), nn.BatchNorm2d(64), nn.ReLU(),
+        ).to(memory_format=torch.channels_last)  # fmt: skip
         self.summaries = nn.Sequential(nn.Linear(n_summaries, 64), nn.BatchNorm1d(64), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(3 * 64, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, columns) standardized features -> (batch, classes) logits."""
         n_series = self.periods * self.features
-        seq = x[:, :n_series].reshape(-1, self.periods, self.features).transpose(1, 2)
-        h = self.conv(seq)
+        seq = x[:, :n_series].reshape(-1, 1, self.periods, self.features).permute(0, 3, 1, 2)
+        h = self.conv(seq.contiguous(memory_format=torch.channels_last))[:, :, 0, :]
         joined = torch.cat([h.mean(dim=2), h.amax(dim=2), self.summaries(x[:, n_series:])], dim=1)
         return self.head(joined)
 
@@ -603,7 +605,9 @@ def load_crop_model(folder: Path, device: str = "auto") -> CropTypeModel:
         return CropTypeModel("lightgbm", classes, names, booster=booster, card=meta["card"])
     tensors = load_file(str(folder / "net.safetensors"))
     net = _network(meta["kind"], names, len(classes))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
+    state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+    # a temporal network saved before its convolutions were 2D ones of height 1: the same weights
+    net.load_state_dict({k: v[:, :, None, :] if v.dim() == 3 else v for k, v in state.items()})
     net.to(resolve_device(device))
     mean, std = tensors["norm.mean"].numpy(), tensors["norm.std"].numpy()
     return CropTypeModel(meta["kind"], classes, names, net=net, mean=mean, std=std, card=meta["card"])

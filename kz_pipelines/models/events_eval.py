@@ -2,7 +2,7 @@
 
 The evaluations' simulated seeds run through the pipeline (`kz_pipelines.defs.demo.heldout_runs`, the
 same runs as `kz eval croptype`): seed 1's season tensors and true tables train and choose each product's
-model, the held-out seed's (`HELDOUT_SEEDS`, seed 3) score it, never seen before. Each product module's
+model, the held-out seed's (`HELDOUT_SEEDS`, seed 4) score it, never seen before. Each product module's
 ``evaluate`` fits the learned model on seed 1 (validation parcels inside it choose between the rule-based
 baseline and the learned model) and reports both on the held-out seed; then again on it with half of its
 Sentinel-2 acquisition days removed (`kz_pipelines.models.events.drop_s2_dates`: S1 must carry the
