@@ -7,7 +7,8 @@ kept, reported on test.
 * **LightGBM** (multiclass, 63 histogram bins, early stopping on the validation error rate).
 * **The seed's network**: the feature vector through three dense layers with batch normalization (256, 128,
   then the classes), features standardized on the training set (missing as 0 after standardization),
-  AdamW, early stopping on validation macro-F1. Deterministic on CPU.
+  AdamW, early stopping on validation macro-F1, each batch's series moved in time by up to
+  ``shift_periods`` composite periods (a season earlier or later keeps its class). Deterministic on CPU.
 * **A temporal network** (``tcnn``, :class:`TemporalCNN`): the composited series as a sequence (features
   as channels), two 1D convolutions, pooled over time, joined with the temporal summaries. Trained like
   the dense one; it is a candidate only where it is listed in ``models``.
@@ -391,14 +392,15 @@ def _train_net(
     names: tuple[str, ...],
     cfg: CropTypeConfig,
 ) -> tuple[nn.Module, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Train a network on standardized features (moved in time when ``cfg.shift_periods``); early stopping
-    on validation macro-F1."""
+    """Train a network on standardized features (their series moved in time when ``cfg.shift_periods``);
+    early stopping on validation macro-F1."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     mean, std = _column_moments(xb)
     std = np.where(std > 1e-6, std, 1).astype(np.float32)
     tx, ty = _standardize(xb, mean, std, device), torch.from_numpy(yb).to(device)
-    if cfg.shift_periods:
+    shifted = cfg.shift_periods > 0 and any("@p" in n for n in names)  # columns without a series: none
+    if shifted:
         periods, features = _series_shape(names)
         moves = np.array([n.endswith((":argmax", ":argmin")) for n in names]) / (max(1, periods - 1) * std)
         step = torch.from_numpy(moves.astype(np.float32)).to(device)
@@ -414,7 +416,7 @@ def _train_net(
                 continue
             opt.zero_grad()
             zb = tx[batch]
-            if cfg.shift_periods:
+            if shifted:
                 shift = torch.randint(-cfg.shift_periods, cfg.shift_periods + 1, (len(batch),), generator=gen)
                 zb = _time_shift(zb, shift.to(device), periods, features, step)
             nn.functional.cross_entropy(net(zb), ty[batch], label_smoothing=0.05).backward()
