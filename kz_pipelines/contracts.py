@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["CONTRACTS", "FAILURE_COLUMNS", "Contract", "check", "load_contracts", "partition_keys"]
+__all__ = [
+    "CONTRACTS",
+    "FAILURE_COLUMNS",
+    "Contract",
+    "check",
+    "load_contracts",
+    "output_files",
+    "partition_keys",
+]
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "data_contracts"
 """The contracts folder (one YAML per asset; crop_taxonomy.yaml is the taxonomy, not a contract)."""
@@ -81,6 +89,11 @@ def load_contracts(folder: Path = CONTRACTS) -> dict[str, Contract]:
 def _files(root: Path, pattern: str, keys: Mapping[str, str]) -> list[Path]:
     path = pattern.format(**keys)
     return sorted(root.glob(path)) if "*" in path else ([root / path] if (root / path).exists() else [])
+
+
+def output_files(contract: Contract, root: Path, keys: Mapping[str, str]) -> list[Path]:
+    """The outputs of one partition found under ``root`` (files, and folders such as Zarr stores)."""
+    return [path for output in contract.outputs for path in _files(Path(root), output["path"], keys)]
 
 
 def check(contract: Contract, root: Path, keys: Mapping[str, str]) -> pd.DataFrame:
@@ -221,7 +234,7 @@ def _json(path: Path, spec: Mapping[str, Any]) -> _Found:
     data = json.loads(path.read_text())
     found: _Found = [("keys", k, "missing") for k in spec.get("keys", []) if k not in data]
     if "points_to" in spec and spec["points_to"] in data:
-        folder = Path(data[spec["points_to"]])
+        folder = path.parent / data[spec["points_to"]]  # absolute, or relative to the pointer's folder
         for group in spec.get("contains", []):
             if not any((folder / name).is_file() for name in group.split("|")):
                 found.append(("contains", str(folder), f"none of {group}"))

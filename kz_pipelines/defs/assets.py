@@ -4,7 +4,6 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -76,10 +75,14 @@ def _check_hrefs(stac: StacResource, items: list[SceneItem]) -> None:
                 profile.check_href(item.id, band.asset, band.href)
 
 
-def _write_store(path: Path, ds: xr.Dataset, quicklook: bytes) -> None:
-    """A partition's scene store and its quicklook ``<date>.png`` beside it, each written atomically."""
+def _write_store(storage: StorageResource, parts: tuple[str, ...], ds: xr.Dataset, quicklook: bytes) -> str:
+    """A partition's scene store and its quicklook ``<date>.png`` beside it, each written atomically (the
+    store published by the contract check); where the store lives."""
+    path = storage.path(*parts)
     write_zarr(path, ds)
     write_bytes(path.with_suffix(".png"), quicklook)
+    storage.publish(path.with_suffix(".png").relative_to(storage.path()).as_posix())
+    return storage.url(*parts)
 
 
 @_ingest_asset(
@@ -187,7 +190,7 @@ def s2_scenes(
 ) -> dg.MaterializeResult:
     day, tile = _partition(context)
     role = _S2_LEVELS[config.level]
-    items = read_items(storage.path("items", role, tile, f"{day}.json"))
+    items = read_items(storage.fetch("items", role, tile, f"{day}.json", missing_ok=True))
     if not items:
         return _empty(context, f"S2 {config.level} item")
     _check_hrefs(stac, items)
@@ -198,9 +201,8 @@ def s2_scenes(
             context.log.info(f"loading {item.id} onto {grid.height}x{grid.width} px")
             with _fail_at_once(retryable=(SceneReadError,)):
                 scenes.append(load_s2_scene(item, grid, encoded=True))
-    path = storage.path("scenes", role, tile, f"{day}.zarr")
     png = s2_quicklook(scenes[0])
-    _write_store(path, s2_dataset(scenes), png)
+    path = _write_store(storage, ("scenes", role, tile, f"{day}.zarr"), s2_dataset(scenes), png)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(scenes),
@@ -208,7 +210,7 @@ def s2_scenes(
             "valid_fraction": dg.MetadataValue.json([round(float(s.valid.mean()), 4) for s in scenes]),
             "cloud_cover": dg.MetadataValue.json([s.item.cloud_cover for s in scenes]),
             "shape": f"{grid.height}x{grid.width} px, EPSG:{grid.epsg}",
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(path),
             "quicklook": image_md(png, "quicklook"),
             "empty": False,
         }
@@ -253,7 +255,7 @@ def s1_scenes(
     context: dg.AssetExecutionContext, config: S1SceneConfig, stac: StacResource, storage: StorageResource
 ) -> dg.MaterializeResult:
     day, tile = _partition(context)
-    items = read_items(storage.path("items", "s1", tile, f"{day}.json"))
+    items = read_items(storage.fetch("items", "s1", tile, f"{day}.json", missing_ok=True))
     if not items:
         return _empty(context, "S1 item")
     _check_hrefs(stac, items)
@@ -271,9 +273,8 @@ def s1_scenes(
                     a = getattr(scene, name)
                     np.copyto(a, getattr(other, name), where=np.isnan(a))
             scenes.append(scene)
-    path = storage.path("scenes", "s1", tile, f"{day}.zarr")
     png = s1_quicklook(scenes[0])
-    _write_store(path, s1_dataset(scenes), png)
+    path = _write_store(storage, ("scenes", "s1", tile, f"{day}.zarr"), s1_dataset(scenes), png)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(scenes),
@@ -286,7 +287,7 @@ def s1_scenes(
             ),
             "median_vv_db": dg.MetadataValue.json([_median(s.vv_db) for s in scenes]),
             "coherence": all(s.coherence is not None for s in scenes),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(path),
             "quicklook": image_md(png, "quicklook"),
             "empty": False,
         }

@@ -88,7 +88,7 @@ def late_items_sensor(
     for tile in _tiles(context.instance):
 
         def stored(role: str, day: date, tile: str = tile) -> list[SceneItem]:
-            return read_items(storage.path("items", role, tile, f"{day}.json"))
+            return read_items(storage.fetch("items", role, tile, f"{day}.json", missing_ok=True))
 
         changed = changed_days(stac.searcher(), roles, tile, start, end, stored, profile.name)
         for day, fingerprint in sorted(changed.items()):

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from kz_pipelines.contracts import Contract, check, load_contracts, partition_keys
+from kz_pipelines.contracts import Contract, check, load_contracts, output_files, partition_keys
 from kz_pipelines.defs.metadata import md_table
 
 _SHOWN = 50
@@ -47,7 +47,10 @@ def keeps_contract(fn: Callable[..., dg.MaterializeResult]) -> Callable[..., dg.
     def wrapper(context: dg.AssetExecutionContext, **kwargs: Any) -> dg.MaterializeResult:
         result = fn(context, **kwargs)
         key = context.partition_key if context.has_partition_key else None
-        failures = check(contract, kwargs["storage"].path(), partition_keys(key, contract.partitions))
+        storage, keys = kwargs["storage"], partition_keys(key, contract.partitions)
+        failures = check(contract, storage.path(), keys)
+        for path in output_files(contract, storage.path(), keys):  # to an object store root
+            storage.publish(path.relative_to(storage.path()).as_posix())
         outcome = dg.AssetCheckResult(
             check_name="contract",
             passed=failures.empty,

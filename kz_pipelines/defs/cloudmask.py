@@ -1,6 +1,5 @@
 """Cloud-mask assets: the model trained on labelled chips, and the mask of every Sentinel-2 scene."""
 
-import json
 import shutil
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,10 @@ from kz_pipelines.defs.metadata import image_md
 from kz_pipelines.defs.partitions import DAY_TILE
 from kz_pipelines.defs.resources import StacResource, StorageResource, setting
 from kz_pipelines.scenes import open_scenes, store_grid
-from kz_pipelines.storage import write_bytes, write_cog, write_json
+from kz_pipelines.storage import write_bytes, write_cog
+
+_POINTER = ("models", "cloud_mask", "current.json")
+"""Names the newest model folder (written by `cloud_mask_model`)."""
 
 GPU_TAGS: dict[str, Any] = {
     "dagster-k8s/config": {
@@ -86,12 +88,9 @@ class CloudMaskResource(dg.ConfigurableResource):
         """The model folder to use."""
         if self.model_dir:
             return Path(self.model_dir)
-        current = storage.path("models", "cloud_mask", "current.json")
-        if not current.is_file():
-            raise FileNotFoundError(
-                f"no cloud-mask model yet ({current}): materialize cloud_mask_model first"
-            )
-        return Path(json.loads(current.read_text())["folder"])
+        return storage.pointed_folder(
+            *_POINTER, missing="no cloud-mask model yet: materialize cloud_mask_model first"
+        )
 
 
 @dg.asset(
@@ -139,9 +138,9 @@ def cloud_mask_model(
         cm, _ = evaluate(result.model, val_set, result.card.normalization, result.card.spec.bands)
     finally:
         shutil.rmtree(chips_dir, ignore_errors=True)
-    folder = storage.path("models", "cloud_mask", result.card.created.replace(":", ""))
-    save_model(folder, result.model, result.card)
-    write_json(storage.path("models", "cloud_mask", "current.json"), {"folder": str(folder)})
+    folder = ("models", "cloud_mask", result.card.created.replace(":", ""))
+    save_model(storage.path(*folder), result.model, result.card)
+    model_url = storage.save_pointer(_POINTER, folder)
     dice = result.card.metrics["val_dice"]
     return dg.MaterializeResult(
         metadata={
@@ -152,7 +151,7 @@ def cloud_mask_model(
             "validation_chips": len(val_chips),
             "confusion_matrix": image_md(confusion_png(cm, "validation scenes"), "confusion matrix"),
             "training_curve": image_md(training_curve_png(result.history), "training curve"),
-            "model": dg.MetadataValue.path(str(folder)),
+            "model": dg.MetadataValue.path(model_url),
             "network": f"{config.preset}, bands {config.bands}",
         }
     )
@@ -181,7 +180,7 @@ def s2_cloud_mask(
 ) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
-    store = storage.path("scenes", "s2_l2a", tile, f"{day}.zarr")
+    store = storage.fetch("scenes", "s2_l2a", tile, f"{day}.zarr", missing_ok=True)
     if not store.exists():
         context.log.info("no S2 scene for this day and tile: nothing to mask")
         return dg.MaterializeResult(metadata={"scenes": 0, "empty": True})
@@ -208,6 +207,7 @@ def s2_cloud_mask(
             rgb = np.stack([scene.reflectance.sel(band=b).values for b in ("B04", "B03", "B02")], axis=-1)
             overlay = mask_overlay_png(rgb, prediction.classes)
             write_bytes(storage.path("cloud_mask", tile, str(day), "quicklook.png"), overlay)
+            storage.publish("cloud_mask", tile, str(day), "quicklook.png")
         context.log.info(
             f"{item_id}: {fractions[item_id]} on {prediction.device}, batch {prediction.batch_size}"
         )

@@ -1,9 +1,7 @@
 """Crop type assets: the model of a season, trained on every tile's tensor, and its predictions per tile."""
 
 import functools
-import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import geopandas as gpd
@@ -14,7 +12,7 @@ import xarray as xr
 from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
-from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
+from kz_pipelines.defs.parcels import declared_parcels, parcel_timeseries, season_tensor
 from kz_pipelines.defs.partitions import SEASON_DIMENSION, SEASON_PARTITIONS, SEASON_TILE, TILE_PARTITIONS
 from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
 from kz_pipelines.labels import best_labels, declared_labels, load_taxonomy
@@ -30,7 +28,7 @@ from kz_pipelines.models.crop_type import (
 from kz_pipelines.models.features import MIN_CLEAR_FRACTION, parcel_features
 from kz_pipelines.plots import bars_png, category_colours, confusion_png, map_png
 from kz_pipelines.splits import SplitSpec, split
-from kz_pipelines.storage import atomic_path, write_json
+from kz_pipelines.storage import atomic_path
 
 OOF_FILE = "oof.parquet"
 """The labelled parcels' out-of-fold class probabilities, in the model folder (columns ``c<class id>``)."""
@@ -69,7 +67,7 @@ class CropTypeModelConfig(dg.Config):
 
 def _labels(parcel_source: ParcelSourceResource, storage: StorageResource, season: int) -> pd.DataFrame:
     """The most trusted label per parcel: declarations, and the extra label table when configured."""
-    parcels = pd.read_parquet(_parcels_path(storage, season), columns=["parcel_id", "crop_class"])
+    parcels = pd.read_parquet(declared_parcels(storage, season), columns=["parcel_id", "crop_class"])
     tables = [declared_labels(parcels)]
     if parcel_source.extra_labels():
         tables.append(pd.read_parquet(parcel_source.extra_labels()))
@@ -145,7 +143,8 @@ def crop_type_model(
     best.card["feature_period"] = [features.start, features.end]
     best.card["min_clear_fraction"] = config.min_clear_fraction
     best.card["anomalies"] = config.anomalies
-    folder = storage.path("models", "crop_type", str(season), time.strftime("%Y%m%dT%H%M%S"))
+    folder_parts = ("models", "crop_type", str(season), time.strftime("%Y%m%dT%H%M%S"))
+    folder = storage.path(*folder_parts)
     save_crop_model(folder, best)
     oof_note = "off (oof_folds: 0)"
     if config.oof_folds:
@@ -163,7 +162,7 @@ def crop_type_model(
             with atomic_path(folder / OOF_FILE) as tmp:
                 oof_table.to_parquet(tmp)
             oof_note = f"{config.oof_folds} folds, {time.perf_counter() - t_oof:.1f} s"
-    write_json(storage.path("models", "crop_type", str(season), "current.json"), {"folder": str(folder)})
+    model_url = storage.save_pointer(("models", "crop_type", str(season), "current.json"), folder_parts)
     card = best.card
     names = _class_names(list(best.classes))
     test = card["test"]
@@ -195,7 +194,7 @@ def crop_type_model(
             "training_seconds": dg.MetadataValue.json(card["training_seconds"]),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "out_of_fold_flags": oof_note,
-            "model": dg.MetadataValue.path(str(folder)),
+            "model": dg.MetadataValue.path(model_url),
         }
     )
 
@@ -221,12 +220,15 @@ def crop_type_predictions(
 ) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
-    pointer = storage.path("models", "crop_type", str(season), "current.json")
-    if not pointer.is_file():
-        raise FileNotFoundError(f"no crop type model for season {season}: materialize crop_type_model first")
-    folder = Path(json.loads(pointer.read_text())["folder"])
+    folder = storage.pointed_folder(
+        "models",
+        "crop_type",
+        str(season),
+        "current.json",
+        missing=f"no crop type model for season {season}: materialize crop_type_model first",
+    )
     model = load_crop_model(folder)
-    ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
+    ds = xr.open_zarr(storage.fetch("timeseries", str(season), f"{tile}.zarr")).load()
     parcel_ids, proba = score_tensor(model, ds)
     classes = np.asarray(model.classes)
     declared = ds["crop_class"].to_numpy().astype(np.int64)
@@ -256,7 +258,7 @@ def crop_type_predictions(
     with atomic_path(path) as tmp:
         table.to_parquet(tmp)
     agree = float((table["predicted_class"] == table["declared_class"]).mean())
-    geoms = gpd.read_parquet(_parcels_path(storage, season), columns=["parcel_id", "geometry"])
+    geoms = gpd.read_parquet(declared_parcels(storage, season), columns=["parcel_id", "geometry"])
     shown = geoms.merge(table[["parcel_id", "predicted_class", "disagrees"]], on="parcel_id")
     shown["class"] = [load_taxonomy().by_id(int(c)).name for c in shown["predicted_class"]]
     crop_map = map_png(
@@ -276,6 +278,6 @@ def crop_type_predictions(
             "to_inspect": dg.MetadataValue.md(md_table(to_inspect) if len(to_inspect) else "none"),
             "map": image_md(crop_map, "crop type map"),
             "model": model.card.get("selected", model.kind),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )

@@ -2,7 +2,6 @@
 mowing, ploughing/harvest, emergence, damage and tillage (`kz_pipelines.models.event_models`)."""
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from datetime import date
@@ -19,7 +18,7 @@ from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.cloudmask import s2_cloud_mask
 from kz_pipelines.defs.conditions import season_daily
 from kz_pipelines.defs.metadata import image_md, md_table
-from kz_pipelines.defs.parcels import _parcels_path, parcel_timeseries, season_tensor
+from kz_pipelines.defs.parcels import declared_parcels, parcel_timeseries, season_tensor, staged_scenes
 from kz_pipelines.defs.partitions import (
     SEASON_DIMENSION,
     SEASON_OF_TILE,
@@ -35,7 +34,7 @@ from kz_pipelines.models.event_models import PRODUCTS, EventModels, FieldLabels,
 from kz_pipelines.models.events import SeasonSeries, season_series
 from kz_pipelines.models.mowing import compliance
 from kz_pipelines.plots import map_png, series_png
-from kz_pipelines.storage import atomic_path, write_json
+from kz_pipelines.storage import atomic_path
 
 _events_asset = functools.partial(dg.asset, group_name="events", owners=["team:models"])
 """The event assets: in the events group."""
@@ -94,14 +93,16 @@ def event_models(
     if labels is not None:
         for tile in tiles:
             try:
-                stacks.append(load_stack(Path(storage.root), season, tile, labels.parcel_ids))
+                stacks.append(
+                    load_stack(staged_scenes(storage, season, tile), season, tile, labels.parcel_ids)
+                )
             except NoScenesError as exc:  # a tile with no S2 scene this season: nothing to learn from
                 context.log.warning(str(exc))
     t0 = time.perf_counter()
     models = train_event_models(series, labels, stacks, config.seed, log=context.log.info)
-    folder = storage.path("models", "events", str(season), time.strftime("%Y%m%dT%H%M%S"))
-    models.save(folder)
-    write_json(storage.path("models", "events", str(season), "current.json"), {"folder": str(folder)})
+    folder = ("models", "events", str(season), time.strftime("%Y%m%dT%H%M%S"))
+    models.save(storage.path(*folder))
+    model_url = storage.save_pointer(("models", "events", str(season), "current.json"), folder)
     rows = []
     for name in PRODUCTS:
         choice = models.choices[name]
@@ -124,16 +125,21 @@ def event_models(
             "parcels": len(series),
             "card": dg.MetadataValue.json(models.card()),
             "training_seconds": round(time.perf_counter() - t0, 1),
-            "model": dg.MetadataValue.path(str(folder)),
+            "model": dg.MetadataValue.path(model_url),
         }
     )
 
 
 def _models(storage: StorageResource, season: int) -> EventModels:
-    pointer = storage.path("models", "events", str(season), "current.json")
-    if not pointer.is_file():
-        raise FileNotFoundError(f"no event models for season {season}: materialize event_models first")
-    return EventModels.load(Path(json.loads(pointer.read_text())["folder"]))
+    return EventModels.load(
+        storage.pointed_folder(
+            "models",
+            "events",
+            str(season),
+            "current.json",
+            missing=f"no event models for season {season}: materialize event_models first",
+        )
+    )
 
 
 def _inputs(
@@ -142,7 +148,7 @@ def _inputs(
     """The partition's season and tile, the tile's season series and the season's event models."""
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
-    ds = xr.open_zarr(storage.path("timeseries", str(season), f"{tile}.zarr")).load()
+    ds = xr.open_zarr(storage.fetch("timeseries", str(season), f"{tile}.zarr")).load()
     return season, tile, _series(ds), _models(storage, season)
 
 
@@ -153,7 +159,7 @@ def _write(table: pd.DataFrame, path: Path) -> None:
 
 def _tile_parcels(storage: StorageResource, season: int, tile: str) -> gpd.GeoDataFrame:
     """The parcels whose home tile is ``tile``."""
-    declared = gpd.read_parquet(_parcels_path(storage, season))
+    declared = gpd.read_parquet(declared_parcels(storage, season))
     return declared.loc[declared["home_tile"] == tile, ["parcel_id", "geometry"]]
 
 
@@ -246,7 +252,7 @@ def mowing_events(
                 map_png(shown, "check", colours, f"mowed by {deadline} ({tile})"), "compliance map"
             ),
             "series": _events_plot(series, events, f"mowing events ({models.choices['mowing'].method})"),
-            "path": dg.MetadataValue.path(str(folder / f"{tile}.parquet")),
+            "path": dg.MetadataValue.path(storage.url_of(folder / f"{tile}.parquet")),
         }
     )
 
@@ -291,7 +297,7 @@ def ploughing_harvest_events(
             "harvests": int((events["event"] == "harvest").sum()),
             "ploughings": int((events["event"] == "ploughing").sum()),
             "series": _events_plot(series, events, f"harvest and ploughing ({method})"),
-            "path": dg.MetadataValue.path(str(folder / f"{tile}.parquet")),
+            "path": dg.MetadataValue.path(storage.url_of(folder / f"{tile}.parquet")),
         }
     )
 
@@ -327,7 +333,7 @@ def emergence_dates(context: dg.AssetExecutionContext, storage: StorageResource)
             if len(dated)
             else "none",
             "series": _events_plot(series, events, f"emergence ({method})"),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )
 
@@ -356,7 +362,7 @@ def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource
             "map": image_md(
                 map_png(shown, "shown", colours, f"tillage practice ({tile}, {method})"), "tillage map"
             ),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )
 
@@ -384,7 +390,7 @@ def damage_areas(context: dg.AssetExecutionContext, storage: StorageResource) ->
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
     models = _models(storage, season)
-    table = damage_areas_of(Path(storage.root), season, tile, models.damage_rules)
+    table = damage_areas_of(staged_scenes(storage, season, tile), season, tile, models.damage_rules)
     path = storage.path("events", "damage", str(season), f"{tile}.parquet")
     write_damage(path, table)
     damaged = table.loc[table["status"] == "damaged"]
@@ -416,7 +422,7 @@ def damage_areas(context: dg.AssetExecutionContext, storage: StorageResource) ->
                 map_png(parcels, "status", colours, f"damaged areas ({tile}, {method})", overlay=damaged),
                 "damage map",
             ),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )
 

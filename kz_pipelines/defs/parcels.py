@@ -41,8 +41,28 @@ _parcel_asset = functools.partial(dg.asset, group_name="parcels", owners=["team:
 """The parcel assets: in the parcels group."""
 
 
-def _parcels_path(storage: StorageResource, season: int) -> Path:
-    return parcels_path(Path(storage.root), season)
+def declared_parcels(storage: StorageResource, season: int) -> Path:
+    """The season's declared parcels (the ``parcels`` asset's table), fetched.
+
+    Raises:
+        FileNotFoundError: the ``parcels`` asset has not been materialized for the season.
+    """
+    try:
+        return storage.fetch(parcels_path(Path(), season).as_posix())
+    except FileNotFoundError as exc:
+        message = f"no parcels for season {season}: materialize `parcels` {season} first"
+        raise FileNotFoundError(message) from exc
+
+
+def staged_scenes(storage: StorageResource, season: int, tile: str, day: date | None = None) -> Path:
+    """The local root, holding the season's parcels and the tile's scene stores and cloud masks of one day
+    (all days: ``day`` None) fetched from an object store: what the readers of a storage root need."""
+    declared_parcels(storage, season)
+    days = {"store": "", "masks": ""} if day is None else {"store": f"{day}.zarr", "masks": str(day)}
+    storage.fetch("scenes", "s2_l2a", tile, days["store"], missing_ok=True)
+    storage.fetch("scenes", "s1", tile, days["store"], missing_ok=True)
+    storage.fetch("cloud_mask", tile, days["masks"], missing_ok=True)
+    return storage.path()
 
 
 def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr.Dataset:
@@ -52,7 +72,8 @@ def season_tensor(storage: StorageResource, season: int, tiles: list[str]) -> xr
     Raises:
         FileNotFoundError: no tile has a tensor for the season.
     """
-    paths = [p for t in sorted(tiles) if (p := storage.path("timeseries", str(season), f"{t}.zarr")).exists()]
+    found = [t for t in sorted(tiles) if storage.exists("timeseries", str(season), f"{t}.zarr")]
+    paths = [storage.fetch("timeseries", str(season), f"{t}.zarr") for t in found]
     if not paths:
         raise FileNotFoundError(f"no parcel_timeseries for season {season}: materialize it first")
     return xr.concat([xr.open_zarr(p) for p in paths], dim="parcel", coords="minimal", compat="override")
@@ -84,10 +105,11 @@ def parcels(
     )
     tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
     clean["home_tile"] = home_tiles(clean, {t: s2_tile(t).grid() for t in tiles})
-    path = _parcels_path(storage, season)
+    path = parcels_path(storage.path(), season)
     with atomic_path(path) as tmp:
         clean.to_parquet(tmp)
     write_json(path.with_name("hygiene.json"), report.__dict__)
+    storage.publish(path.with_name("hygiene.json").relative_to(storage.path()).as_posix())
     for rule, ids in (
         ("rejected_duplicate", report.rejected_duplicate),
         ("rejected_invalid", report.rejected_invalid),
@@ -105,7 +127,7 @@ def parcels(
             "classes": dg.MetadataValue.json(clean["crop_name"].value_counts().head(28).to_dict()),
             "area_ha": round(float(clean["area_ha"].sum()), 1),
             "source": parcel_source.url,
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )
 
@@ -134,7 +156,8 @@ def parcel_observations(
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
     with dask.client() as client:
-        observed = observe_days(Path(storage.root), [(tile, day)], client)[(tile, day)]
+        root = staged_scenes(storage, day.year, tile, day)
+        observed = observe_days(root, [(tile, day)], client)[(tile, day)]
     table, scenes = observed.table, observed.scenes
     path = storage.path("observations", tile, f"{day}.parquet")
     write_observations(path, table, scenes)
@@ -150,7 +173,7 @@ def parcel_observations(
                 [round(s["clear_parcels"] / max(1, s["parcels"]), 3) for s in s2]
             ),
             "scene_summary": dg.MetadataValue.json(scenes),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )
 
@@ -181,7 +204,7 @@ def overlapping_tiles(tile: str, tiles: list[str]) -> list[str]:
 def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
-    declared = gpd.read_parquet(_parcels_path(storage, season))
+    declared = gpd.read_parquet(declared_parcels(storage, season))
     home = pd.DataFrame(declared.loc[declared["home_tile"] == tile].drop(columns="geometry"))
     if home.empty:
         raise ValueError(f"no parcel has {tile} as its home tile in season {season}")
@@ -189,11 +212,13 @@ def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResourc
     neighbours = overlapping_tiles(tile, registered)
     sources: dict[date, dict[str, Path]] = {}
     for day in season_days(season):
-        files = {t: storage.path("observations", t, f"{day.date()}.parquet") for t in neighbours}
+        files = {
+            t: storage.fetch("observations", t, f"{day.date()}.parquet", missing_ok=True) for t in neighbours
+        }
         present = {t: p for t, p in files.items() if p.is_file()}
         if present:
             sources[day.date()] = present
-    path = storage.path("timeseries", str(season), f"{tile}.zarr")
+    path = storage.fetch("timeseries", str(season), f"{tile}.zarr", missing_ok=True)  # updated in place
     update = update_tensor(path, home, season, sources, log=context.log.info)
     ds = xr.open_zarr(path)
     # which (parcel, day) pairs hold an observation, read once for the features the metadata shows
@@ -217,6 +242,6 @@ def parcel_timeseries(context: dg.AssetExecutionContext, storage: StorageResourc
             "cloud_free_fraction": round(cloud_free, 3),
             "tiles_merged": dg.MetadataValue.json(neighbours),
             "series": image_md(series_png(ds, shown, ("NDVI", s1_feature)), "NDVI and VH of a few parcels"),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(storage.url_of(path)),
         }
     )

@@ -4,7 +4,10 @@ Required settings are `dg.EnvVar`s (resolved when a run starts); an optional set
 from its environment variable when a step asks for it (`setting`), so nothing is read at import time.
 """
 
+import functools
+import json
 import os
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from kz_pipelines.stac import Provider, StacSearch, open_search, provider_profile
+from kz_pipelines.storage import StorageRoot, write_json
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -44,13 +48,71 @@ class StacResource(dg.ConfigurableResource):
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The root folder under which asset values are written."""
+    """The storage root under which asset values are written: a folder, or an object store URL (``s3://``,
+    ``gs://``: `kz_pipelines.storage.StorageRoot`, whose steps stage their inputs and outputs locally).
+    ``staging``: an object store's local staging folder; empty: ``KZ_STORAGE_STAGING``, else one in the
+    system's temporary folder."""
 
     root: str
+    staging: str = ""
+
+    def store(self) -> StorageRoot:
+        """The root."""
+        return _storage_root(self.root, setting(self.staging, "KZ_STORAGE_STAGING"))
 
     def path(self, *parts: str) -> Path:
-        """A path under the root."""
-        return Path(self.root).joinpath(*parts)
+        """A path under the local root (an object store's staging folder): where a step writes."""
+        return self.store().path(*parts)
+
+    def fetch(self, *parts: str, missing_ok: bool = False) -> Path:
+        """An input's local path, downloaded first from an object store (`StorageRoot.fetch`)."""
+        return self.store().fetch(*parts, missing_ok=missing_ok)
+
+    def publish(self, *parts: str) -> None:
+        """Upload an output written at ``path(*parts)`` to an object store (`StorageRoot.publish`)."""
+        self.store().publish(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        """Whether a value is there."""
+        return self.store().exists(*parts)
+
+    def url(self, *parts: str) -> str:
+        """Where a value lives (for metadata): its object store URL, or its local path."""
+        return self.store().url(*parts)
+
+    def url_of(self, path: Path) -> str:
+        """Where a value written at ``path`` (under the local root) lives (for metadata)."""
+        return self.store().url_of(path)
+
+    def save_pointer(self, pointer: tuple[str, ...], folder: tuple[str, ...]) -> str:
+        """Publish a model folder written at ``path(*folder)``, then write the pointer file naming it
+        (``{"folder": <its path from the pointer's folder>}``, as a relative symbolic link would; published
+        by the asset's contract check); where the folder lives."""
+        self.publish(*folder)
+        relative = posixpath.relpath("/".join(folder), "/".join(pointer[:-1]))
+        write_json(self.path(*pointer), {"folder": relative})
+        return self.url(*folder)
+
+    def pointed_folder(self, *pointer: str, missing: str) -> Path:
+        """The local copy of the folder a pointer file names (pointers written before object storage name
+        an absolute path).
+
+        Raises:
+            FileNotFoundError: no pointer yet (``missing`` says what to materialize), or no folder.
+        """
+        try:
+            current = self.fetch(*pointer)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{missing} ({self.url(*pointer)} does not exist)") from None
+        folder = Path(json.loads(current.read_text())["folder"])
+        if folder.is_absolute():
+            return folder
+        return self.fetch(posixpath.normpath(posixpath.join(*pointer[:-1], folder.as_posix())))
+
+
+@functools.cache
+def _storage_root(root: str, staging: str) -> StorageRoot:
+    return StorageRoot(root, staging or None)
 
 
 class ParcelSourceResource(dg.ConfigurableResource):

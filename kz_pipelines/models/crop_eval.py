@@ -170,7 +170,7 @@ def simulated_heldout(
     storages = {seed: run.storage for seed, run in runs.items()}
     season = json.loads((regions[test_seed] / "region.json").read_text())["config"]["start"][:4]
     pointer = storages[train_seed] / "models" / "crop_type" / season / "current.json"
-    model = load_crop_model(Path(json.loads(pointer.read_text())["folder"]))
+    model = load_crop_model(pointer.parent / json.loads(pointer.read_text())["folder"])
     tensors = sorted((storages[test_seed] / "timeseries" / season).glob("*.zarr"))
     ds = xr.concat([xr.open_zarr(p) for p in tensors], dim="parcel", coords="minimal", compat="override")
     parcel_ids, proba = score_tensor(model, ds.load())
