@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from kz_pipelines.models.ploughing_harvest import (
     evaluate,
     event_figures,
     parcel_status,
+    ploughed_classifier,
 )
 
 DAYS = pd.date_range("2024-04-01", "2024-10-31", freq="D")
@@ -152,6 +154,24 @@ def test_save_load_identical(trained, tmp_path: Path) -> None:  # type: ignore[n
     assert again.thresholds == model.thresholds
     np.testing.assert_array_equal(again.probabilities(test), model.probabilities(test))
     assert again.detect(test) == model.detect(test)
+
+
+def test_ploughing_vetoed_where_the_parcel_is_called_unploughed(trained) -> None:  # type: ignore[no-untyped-def]
+    model, test, truth = trained
+    assert model.ploughed is not None
+    ploughed = set(truth.loc[truth["event"] == "ploughing", "parcel_id"])
+    kept = {e.parcel_id for e in model.detect(test) if e.kind == "ploughing"}
+    assert len(kept & ploughed) >= 0.8 * len(ploughed)
+    # a classifier taught the opposite (ploughings on the unploughed harvested parcels, none on the others)
+    train, train_truth = synthetic(150, seed=1)
+    harvested = train_truth.loc[train_truth["event"] == "harvest"]
+    was_ploughed = set(train_truth.loc[train_truth["event"] == "ploughing", "parcel_id"])
+    opposite = harvested.loc[~harvested["parcel_id"].isin(was_ploughed)].assign(event="ploughing")
+    contrary = replace(model, ploughed=ploughed_classifier(train, opposite, seed=0))
+    vetoed = {e.parcel_id for e in contrary.detect(test) if e.kind == "ploughing"}
+    assert len(vetoed & ploughed) <= 0.1 * len(ploughed)
+    harvests = [e for e in model.detect(test) if e.kind == "harvest"]
+    assert [e for e in contrary.detect(test) if e.kind == "harvest"] == harvests  # harvests untouched
 
 
 def test_evaluate_reports_both_models_per_type() -> None:

@@ -15,7 +15,11 @@ residue (no ploughing event); some fallow parcels are ploughed without a harvest
   the S2 observations just before and after it (values, steps, days to each) and the S1 means of each
   orbit before and after it; a multiclass LightGBM scores none / harvest / ploughing and per type the
   highest peak (at most ``max_events``) above a threshold chosen on validation parcels is the event, its
-  day the probability-weighted centre of the peak.
+  day the probability-weighted centre of the peak. A parcel-level classifier of "ploughed in the season"
+  (`kz_pipelines.models.tillage.TillageModel` on the tillage product's residue windows, trained on the
+  same truth: ploughed parcels against harvested ones that were not) vetoes the ploughing events of the
+  parcels it calls unploughed, which keeps this product consistent with the tillage practice; on the
+  development seed it removed most false ploughings, those on conservation-tillage parcels.
 
 Parcels with fewer than ``MIN_S2`` S2 or ``MIN_S1`` S1 observations get the status ``insufficient_data``
 and no event (never an invented date); non-arable parcels are ``out_of_scope``.
@@ -35,6 +39,7 @@ import pandas as pd
 
 from kz_pipelines.labels import load_taxonomy
 from kz_pipelines.models.events import S1_FEATURES, Event, SeasonSeries, event_scores
+from kz_pipelines.models.tillage import TillageModel
 from kz_pipelines.storage import atomic_dir
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "evaluate",
     "fit",
     "parcel_status",
+    "ploughed_classifier",
 ]
 
 KINDS = ("harvest", "ploughing")
@@ -336,12 +342,15 @@ class HarvestPloughModel:
         thresholds: event type -> smallest smoothed peak probability that makes an event.
         max_events: at most this many events of each type per parcel and season.
         card: training facts and validation figures (JSON-serializable).
+        ploughed: the parcel-level "ploughed in the season" classifier whose "no" vetoes ploughing events
+            (None: no veto).
     """
 
     booster: lgb.Booster
     thresholds: dict[str, float]
     max_events: int = 1
     card: dict[str, Any] | None = None
+    ploughed: TillageModel | None = None
 
     @classmethod
     def train(
@@ -392,7 +401,7 @@ class HarvestPloughModel:
             valid_sets=[lgb.Dataset(sets[1][0], sets[1][1], reference=train_set)],
             callbacks=[lgb.early_stopping(30, verbose=False)],
         )
-        model = cls(booster, dict.fromkeys(KINDS, 0.5))
+        model = cls(booster, dict.fromkeys(KINDS, 0.5), ploughed=ploughed_classifier(fit, truth, seed))
         prob = model.probabilities(val)
         for kind in KINDS:  # the threshold with the best validation F1 of its type
             f1: dict[float, float] = {}
@@ -406,7 +415,8 @@ class HarvestPloughModel:
         scores |= {f"baseline_{k}": v for k, v in baseline.items()}
         model.card = {"n_fit_parcels": len(fit), "n_validation_parcels": len(val), "seed": seed,
                       "rounds": booster.best_iteration, "radius_days": radius,
-                      "validation": scores}  # fmt: skip
+                      "validation": scores,
+                      "ploughed_classifier": model.ploughed.card if model.ploughed else None}  # fmt: skip
         return model
 
     def probabilities(self, series: SeasonSeries) -> Array:
@@ -417,7 +427,12 @@ class HarvestPloughModel:
         return prob.reshape(len(series), len(series.days), -1)
 
     def _events(self, series: SeasonSeries, prob: Array, thresholds: dict[str, float]) -> list[Event]:
-        return _to_events(series, np.arange(len(series)), prob, thresholds, self.max_events)
+        events = _to_events(series, np.arange(len(series)), prob, thresholds, self.max_events)
+        if self.ploughed is None:
+            return events
+        table = self.ploughed.classify(series)
+        unploughed = set(table.loc[(table["status"] == "ok") & (table["p_conventional"] < 0.5), "parcel_id"])
+        return [e for e in events if not (e.kind == "ploughing" and e.parcel_id in unploughed)]
 
     def detect(self, series: SeasonSeries) -> list[Event]:
         """Harvest and ploughing events of the parcels with status ``ok`` (see :func:`parcel_status`)."""
@@ -428,11 +443,14 @@ class HarvestPloughModel:
         return self._events(part, self.probabilities(part), self.thresholds)
 
     def save(self, folder: Path) -> None:
-        """Write ``lightgbm.txt`` and ``model.json`` (thresholds, card) atomically."""
+        """Write ``lightgbm.txt``, ``model.json`` (thresholds, card) and the ploughed classifier
+        (``ploughed/``) atomically."""
         with atomic_dir(Path(folder)) as tmp:
             self.booster.save_model(str(tmp / "lightgbm.txt"))
             meta = {"thresholds": self.thresholds, "max_events": self.max_events, "card": self.card}
             (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+            if self.ploughed is not None:
+                self.ploughed.save(tmp / "ploughed")
 
     @classmethod
     def load(cls, folder: Path) -> HarvestPloughModel:
@@ -444,7 +462,21 @@ class HarvestPloughModel:
             {k: float(v) for k, v in meta["thresholds"].items()},
             int(meta["max_events"]),
             meta["card"],
+            TillageModel.load(Path(folder) / "ploughed") if (Path(folder) / "ploughed").is_dir() else None,
         )
+
+
+def ploughed_classifier(series: SeasonSeries, truth: pd.DataFrame, seed: int) -> TillageModel | None:
+    """The "ploughed in the season" classifier, trained on the parcels of ``series`` (label: a true
+    ploughing in the season; None where the parcels do not hold both kinds)."""
+    ploughed = set(_true_days(series, truth, "ploughing"))
+    label = ["conventional" if str(p) in ploughed else "conservation" for p in series.parcel_ids]
+    try:
+        return TillageModel.train(
+            series, pd.DataFrame({"parcel_id": series.parcel_ids, "tillage": label}), seed
+        )
+    except ValueError:  # e.g. a season without ploughing: no veto
+        return None
 
 
 def event_figures(series: SeasonSeries, events: list[Event], truth: pd.DataFrame) -> dict[str, float]:
