@@ -80,6 +80,49 @@ def test_finds_the_patch_and_ignores_clouds() -> None:
     assert table.loc["B", "damaged_ha"] == 0.0
 
 
+def _stack_of(parcels: gpd.GeoDataFrame, rasters: np.ndarray) -> PixelStack:
+    index = rasterize_parcels(parcels["parcel_id"].tolist(), parcels.geometry.tolist(), GRID, buffer_px=0)
+    return PixelStack(parcels, index, DAYS, np.stack([index.gather(r) for r in rasters]))
+
+
+def _area_ha(table: gpd.GeoDataFrame, parcel: str) -> float:
+    return float(table.set_index("parcel_id").loc[parcel, "damaged_ha"])
+
+
+def test_mixed_edge_pixels_join_the_patch_they_touch() -> None:
+    rasters = _rasters(DAYS)
+    # a 1 px ring around the patch lost less cover (pixels half on damaged ground): relative cover 0.75,
+    # above the ratio (0.7) but below ratio + grow; a block elsewhere in parcel A lost as much, alone
+    ring = np.zeros(GRID.shape, bool)
+    ring[7:21, 5:17] = True
+    ring[8:20, 6:16] = False
+    rasters[ONSET:, ring] = 0.2 + 0.75 * 0.6
+    rasters[ONSET:, 22:25, 20:24] = 0.2 + 0.75 * 0.6
+    stack = _stack_of(PARCELS, rasters)
+    assert _area_ha(damage_table(stack, DamageRules(grow=0.0)), "A") == pytest.approx(1.2, rel=0.02)
+    grown = damage_table(stack, DamageRules()).set_index("parcel_id")
+    assert grown.loc["A", "damaged_ha"] == pytest.approx(1.2 + 0.48, rel=0.02)  # + the 48 ring pixels
+    found = gpd.GeoSeries([grown.geometry["A"]], crs=4326).to_crs(GRID.epsg).iloc[0]
+    assert not found.intersects(_box(20, 22, 24, 25).buffer(-1))  # the lone block stays undamaged
+    with pytest.raises(ValueError, match="ratio"):
+        DamageRules(ratio=0.9, grow=0.2)
+
+
+def test_a_patch_reaching_the_field_edge_keeps_the_edge_strip() -> None:
+    # parcel A's west edge runs 4 m into pixel column 1, whose centre lies outside the field: that 4 m
+    # strip is in no pixel footprint of the parcel (without it the patch would come out 2.8% short)
+    edge_x = GRID.x0 + 10 * 2 - 4.0
+    field = shapely.box(edge_x, GRID.y0 - 10 * 27, GRID.x0 + 10 * 27, GRID.y0 - 10 * 2)
+    parcels = PARCELS.set_geometry([field, PARCELS.geometry.iloc[1]])
+    rasters = _rasters(DAYS)
+    rasters[ONSET:, 8:20, 2:16] = 0.3  # the patch runs to the field's west edge
+    table = damage_table(_stack_of(parcels, rasters), DamageRules()).set_index("parcel_id")
+    truth = shapely.box(edge_x, GRID.y0 - 10 * 20, GRID.x0 + 10 * 16, GRID.y0 - 10 * 8)
+    found = gpd.GeoSeries([table.geometry["A"]], crs=4326).to_crs(GRID.epsg).iloc[0]
+    assert found.intersection(truth).area / found.union(truth).area > 0.98
+    assert table.loc["A", "damaged_ha"] == pytest.approx(truth.area / 1e4, rel=0.02)
+
+
 def test_few_green_dates_are_insufficient_data() -> None:
     table = damage_table(_stack(2), DamageRules())
     assert set(table["status"]) == {"insufficient_data"}

@@ -8,8 +8,12 @@ clear), each pixel's NDVI relative to that date's parcel median; a pixel is dama
 ``ratio`` on at least ``min_low_dates`` dates and on at least ``min_persistence`` of the green dates
 from its first low one onwards (damage does not recover before harvest; a cloud shadow the mask missed
 is one date). The mask is cleaned with a morphological opening and closing, components smaller than
-``min_patch_px`` dropped and holes filled, then turned into polygons (``rasterio.features.shapes``),
-dissolved per parcel and clipped to it; areas are computed in the equal-area EPSG:6933.
+``min_patch_px`` dropped, grown by hysteresis (neighbouring pixels that pass the same test at
+``ratio + grow``, the patch's edge pixels that the sensor mixes with undamaged ground) and holes filled,
+then turned into polygons (``rasterio.features.shapes``), dissolved per parcel and clipped to it. The
+slivers of the parcel that no pixel centre falls in (along its boundary) go with their nearest pixel:
+within half a pixel of the damaged ones they are damaged too, so a patch reaching the field edge is not
+cut short of it. Areas are computed in the equal-area EPSG:6933.
 ``class_ratio`` compares the parcel's median NDVI with its crop class's median on the same dates after
 the damage start (the class's expected development; below 1: the whole parcel lags its class).
 
@@ -77,6 +81,8 @@ class DamageRules:
         min_dates: parcels with fewer counted dates are ``insufficient_data``.
         min_patch_px: connected damaged components smaller than this (pixels, 10 m) are dropped.
         smooth_px: radius (pixels) of the morphological opening and closing of the mask (0: none).
+        grow: pixels connected to a detected patch join it when they pass the test at ``ratio + grow``
+            (0: no growing).
     """
 
     ratio: float = 0.7
@@ -88,14 +94,18 @@ class DamageRules:
     min_dates: int = 3
     min_patch_px: int = 4
     smooth_px: int = 0
+    grow: float = 0.1
 
     def __post_init__(self) -> None:
         if (
             not 0 < self.ratio < 1
+            or not 0 <= self.grow < 1 - self.ratio
             or not 0 < self.min_persistence <= 1
             or not 0 < self.min_clear_fraction <= 1
         ):
-            raise ValueError("ratio, min_persistence and min_clear_fraction must be in (0, 1]")
+            raise ValueError(
+                "ratio, min_persistence and min_clear_fraction must be in (0, 1], and ratio + grow below 1"
+            )
         if self.min_low_dates < 1 or self.min_dates < 1 or self.min_patch_px < 1 or self.smooth_px < 0:
             raise ValueError("min_low_dates, min_dates, min_patch_px must be >= 1 and smooth_px >= 0")
 
@@ -193,6 +203,21 @@ def _clean(
     return ndimage.binary_fill_holes(keep[labels]) & inside
 
 
+def _low(
+    rel: npt.NDArray[np.float32], seen: npt.NDArray[np.bool_], ratio: float, rules: DamageRules
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(dates, pixels) relative cover below ``ratio``, and the (pixels,) damaged ones: low on at least
+    ``min_low_dates`` dates and on ``min_persistence`` of the seen dates from their first low one."""
+    low = np.nan_to_num(rel, nan=1.0) < ratio
+    first = np.where(low.any(axis=0), low.argmax(axis=0), low.shape[0])
+    after = seen & (np.arange(low.shape[0])[:, None] >= first[None, :])
+    count = low.sum(axis=0)
+    damaged = (count >= rules.min_low_dates) & (
+        count >= rules.min_persistence * np.maximum(after.sum(axis=0), 1)
+    )
+    return low, damaged
+
+
 def _parcel(stack: PixelStack, i: int, rules: DamageRules) -> _ParcelResult:
     x = stack.block(i)
     n = x.shape[1]
@@ -207,13 +232,7 @@ def _parcel(stack: PixelStack, i: int, rules: DamageRules) -> _ParcelResult:
         return _ParcelResult(int(use.sum()), empty, None)
     soil = rules.soil_ndvi
     rel, seen = (x[use] - soil) / (med[use, None] - soil), seen[use]
-    low = np.nan_to_num(rel, nan=1.0) < rules.ratio
-    first = np.where(low.any(axis=0), low.argmax(axis=0), low.shape[0])
-    after = seen & (np.arange(low.shape[0])[:, None] >= first[None, :])
-    count = low.sum(axis=0)
-    damaged = (count >= rules.min_low_dates) & (
-        count >= rules.min_persistence * np.maximum(after.sum(axis=0), 1)
-    )
+    low, damaged = _low(rel, seen, rules.ratio, rules)
     if damaged.sum() < rules.min_patch_px:
         return _ParcelResult(int(use.sum()), empty, None)
     pix = stack.index.pixels[stack.index.offsets[i] : stack.index.offsets[i + 1]]
@@ -221,7 +240,13 @@ def _parcel(stack: PixelStack, i: int, rules: DamageRules) -> _ParcelResult:
     r, c = r - r.min(), c - c.min()
     local, inside = np.zeros((r.max() + 1, c.max() + 1), bool), np.zeros((r.max() + 1, c.max() + 1), bool)
     local[r, c], inside[r, c] = damaged, True
-    mask = _clean(local, inside, rules)[r, c]
+    patch = _clean(local, inside, rules)
+    if rules.grow and patch.any():  # hysteresis: the weaker test, only where connected to a patch
+        weak = np.zeros_like(patch)
+        weak[r, c] = _low(rel, seen, rules.ratio + rules.grow, rules)[1]
+        labels, _ = ndimage.label(weak | patch)
+        patch = ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[patch]))) & inside
+    mask = patch[r, c]
     if not mask.any():
         return _ParcelResult(int(use.sum()), empty, None)
     share = (low[:, mask] & seen[:, mask]).sum(axis=1) / np.maximum(seen[:, mask].sum(axis=1), 1)
@@ -234,16 +259,27 @@ def detect(stack: PixelStack, rules: DamageRules) -> list[_ParcelResult]:
     return [_parcel(stack, i, rules) for i in range(len(stack.index.parcel_ids))]
 
 
-def _polygon(stack: PixelStack, i: int, mask: npt.NDArray[np.bool_]) -> shapely.Geometry:
-    """The damaged pixels of parcel ``i`` as one (multi)polygon in the grid's CRS, clipped to the parcel."""
+def _squares(stack: PixelStack, i: int, mask: npt.NDArray[np.bool_]) -> shapely.Geometry:
+    """The footprint of parcel ``i``'s pixels selected by ``mask``, in the grid's CRS."""
     grid = stack.index.grid
     pix = stack.index.pixels[stack.index.offsets[i] : stack.index.offsets[i + 1]][mask]
     r, c = np.divmod(pix, grid.width)
     image = np.zeros((r.max() - r.min() + 1, c.max() - c.min() + 1), np.uint8)
     image[r - r.min(), c - c.min()] = 1
     transform = grid.transform @ Affine.translation(float(c.min()), float(r.min()))
-    polys = [shapely.geometry.shape(g) for g, v in shapes(image, mask=image > 0, transform=transform) if v]
-    return shapely.intersection(shapely.union_all(polys), stack.parcels.geometry.iloc[i])
+    return shapely.union_all(
+        [shapely.geometry.shape(g) for g, v in shapes(image, mask=image > 0, transform=transform) if v]
+    )
+
+
+def _polygon(stack: PixelStack, i: int, mask: npt.NDArray[np.bool_]) -> shapely.Geometry:
+    """The damaged pixels of parcel ``i`` as one (multi)polygon in the grid's CRS, clipped to the parcel,
+    with the parcel's slivers outside every pixel footprint that lie within half a pixel of them."""
+    damaged = _squares(stack, i, mask)
+    near = shapely.buffer(damaged, abs(stack.index.grid.transform.a) / 2, join_style="mitre")
+    # pixel-edge shapes until the last step: exact overlays
+    grown = shapely.union(damaged, shapely.difference(near, _squares(stack, i, np.ones_like(mask))))
+    return shapely.intersection(grown, stack.parcels.geometry.iloc[i])
 
 
 def drop_dates(stack: PixelStack, fraction: float, seed: int = 0) -> PixelStack:
@@ -399,10 +435,10 @@ def tune_rules(
     stacks: list[PixelStack], truth: tuple[gpd.GeoDataFrame, pd.DataFrame], ids: set[str]
 ) -> DamageRules:
     """The rules maximizing IoU - area error / 2 - false-alarm rate over a grid, on the parcels ``ids``."""
-    grid = itertools.product((0.65, 0.72, 0.8), (1, 2), (0.27, 0.3, 0.33))
+    grid = itertools.product((0.65, 0.72, 0.8), (1, 2), (0.27, 0.3, 0.33), (0.0, 0.08, 0.15))
     best, best_score = DamageRules(), -np.inf
-    for ratio, low, ndvi in grid:
-        rules = DamageRules(ratio=ratio, min_low_dates=low, min_parcel_ndvi=ndvi)
+    for ratio, low, ndvi, grow in grid:
+        rules = DamageRules(ratio=ratio, min_low_dates=low, min_parcel_ndvi=ndvi, grow=grow)
         score = _objective(_pooled(stacks, rules, truth, ids))
         if score > best_score:
             best, best_score = rules, score
