@@ -327,7 +327,8 @@ def estimate_rules(
     return _table(f.index, series.days, day, conf, status)
 
 
-_REG = [
+_REG = [  # not the VH rise days nor the early VH level: soil moisture moves them, so across seasons they
+    # mislead (dev seed 3: MAE 3.37 with them, 3.09 without, mean of three training seeds)
     "group_code",
     "ref_doy",
     "ref_is_s1",
@@ -336,12 +337,9 @@ _REG = [
     "peak",
     "early_ndvi",
     "ndti_drop",
-    "vh_early",
     *[f"x{lv}" for lv in _LEVELS],
     *[f"gap{lv}" for lv in _LEVELS],
     "ndti_step",
-    "vh_rise2",
-    "vh_rise4",
     "fit_mid",
     "fit_width",
     "vh_mid",
@@ -375,11 +373,12 @@ def _truth_days(truth: pd.DataFrame, ids: pd.Index, days: pd.DatetimeIndex) -> n
     return np.asarray((dates - days[0]).dt.days, dtype=np.float64)
 
 
-_PARAMS = {
+_PARAMS = {  # few features per tree and L2 shrinkage: less reliance on what one training season shows
     "learning_rate": 0.05,
     "num_leaves": 15,
     "min_data_in_leaf": 20,
-    "feature_fraction": 0.9,
+    "feature_fraction": 0.4,
+    "lambda_l2": 5.0,
     "bagging_fraction": 0.9,
     "bagging_freq": 1,
     "verbose": -1,
