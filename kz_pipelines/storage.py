@@ -4,6 +4,7 @@ or an object store (`StorageRoot`)."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -122,8 +123,9 @@ class StorageRoot:
 
     Args:
         root: a folder path (or ``file://`` URL), or an object store URL.
-        staging: the local staging folder of an object store (default: ``kz-staging`` in the system's
-            temporary folder); each root gets its own subfolder.
+        staging: where an object store's staging folders go (default: ``kz-staging`` in the system's
+            temporary folder); each root and process gets its own, removed when the process exits, so
+            steps running side by side never share staged copies.
     """
 
     def __init__(self, root: str, staging: str | Path | None = None) -> None:
@@ -132,8 +134,9 @@ class StorageRoot:
         if self.remote:
             self.fs, self.base = fsspec.core.url_to_fs(root)
             self.base = self.base.rstrip("/")
-            token = hashlib.sha1(root.encode()).hexdigest()[:12]
+            token = f"{hashlib.sha1(root.encode()).hexdigest()[:12]}-{os.getpid()}"
             self.local = Path(staging or Path(tempfile.gettempdir()) / "kz-staging") / token
+            atexit.register(shutil.rmtree, self.local, True)
         else:
             self.local = Path(fsspec.core.strip_protocol(root) if protocol else root)
 
