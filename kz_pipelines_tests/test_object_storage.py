@@ -117,6 +117,31 @@ def test_missing_values_and_cut_short_stores_are_named(memory_root: StorageRoot)
         memory_root.fetch("scenes", "t")
 
 
+def test_model_pointers_resolve_on_an_object_store_and_on_old_local_roots(tmp_path: Path) -> None:
+    from kz_pipelines.defs.resources import StorageResource
+
+    MemoryFileSystem.store.clear()
+    writer = StorageResource(root="memory://bucket/pointers", staging=str(tmp_path / "writer"))
+    folder = ("models", "events", "2024", "20240901T120000")
+    writer.path(*folder).mkdir(parents=True)
+    writer.path(*folder, "model.json").write_text('{"kind": "test"}')
+    assert writer.save_pointer(("models", "events", "2024", "current.json"), folder) == (
+        "memory:///bucket/pointers/models/events/2024/20240901T120000"
+    )
+    writer.publish("models", "events", "2024", "current.json")  # what the contract check does
+    reader = StorageResource(root="memory://bucket/pointers", staging=str(tmp_path / "reader"))
+    found = reader.pointed_folder("models", "events", "2024", "current.json", missing="train it")
+    assert found.is_relative_to(tmp_path / "reader")
+    assert json.loads((found / "model.json").read_text()) == {"kind": "test"}
+    with pytest.raises(FileNotFoundError, match=r"train it \(memory:///bucket/pointers/models/x.json"):
+        reader.pointed_folder("models", "x.json", missing="train it")
+    MemoryFileSystem.store.clear()
+    # a pointer written before object storage names an absolute folder
+    local = StorageResource(root=str(tmp_path / "old"))
+    write_json(local.path("models", "current.json"), {"folder": str(tmp_path / "somewhere")})
+    assert local.pointed_folder("models", "current.json", missing="") == tmp_path / "somewhere"
+
+
 def test_a_local_root_is_used_in_place(tmp_path: Path) -> None:
     root = StorageRoot(str(tmp_path / "storage"))
     assert not root.remote
