@@ -55,13 +55,18 @@ def declared_parcels(storage: StorageResource, season: int) -> Path:
 
 
 def staged_scenes(storage: StorageResource, season: int, tile: str, day: date | None = None) -> Path:
-    """The local root, holding the season's parcels and the tile's scene stores and cloud masks of one day
-    (all days: ``day`` None) fetched from an object store: what the readers of a storage root need."""
+    """The local root, holding the season's parcels and the tile's scene stores and cloud masks fetched
+    from an object store: what the readers of a storage root need. One day: its S2 and S1 stores and masks
+    (`kz_pipelines.day_statistics`); every day (``day`` None): the S2 stores and masks only (the damage
+    pixels, `kz_pipelines.models.damage`)."""
     declared_parcels(storage, season)
-    days = {"store": "", "masks": ""} if day is None else {"store": f"{day}.zarr", "masks": str(day)}
-    storage.fetch("scenes", "s2_l2a", tile, days["store"], missing_ok=True)
-    storage.fetch("scenes", "s1", tile, days["store"], missing_ok=True)
-    storage.fetch("cloud_mask", tile, days["masks"], missing_ok=True)
+    if day is None:
+        storage.fetch("scenes", "s2_l2a", tile, missing_ok=True)
+        storage.fetch("cloud_mask", tile, missing_ok=True)
+    else:
+        for sensor in ("s2_l2a", "s1"):
+            storage.fetch("scenes", sensor, tile, f"{day}.zarr", missing_ok=True)
+        storage.fetch("cloud_mask", tile, str(day), missing_ok=True)
     return storage.path()
 
 
