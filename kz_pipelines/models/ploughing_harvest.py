@@ -402,14 +402,14 @@ class HarvestPloughModel:
             callbacks=[lgb.early_stopping(30, verbose=False)],
         )
         model = cls(booster, dict.fromkeys(KINDS, 0.5), ploughed=ploughed_classifier(fit, truth, seed))
-        prob = model.probabilities(val)
+        prob, vetoed = model.probabilities(val), model.unploughed(val)
         for kind in KINDS:  # the threshold with the best validation F1 of its type
             f1: dict[float, float] = {}
             for t in np.arange(0.02, 0.9, 0.02).round(2):
-                events = model._events(val, prob, {**model.thresholds, kind: float(t)})
+                events = model._events(val, prob, {**model.thresholds, kind: float(t)}, vetoed)
                 f1[float(t)] = event_figures(val, events, truth)[f"{kind}_f1"]
             model.thresholds[kind] = max(f1, key=lambda t: f1[t])
-        learned = event_figures(val, model._events(val, prob, model.thresholds), truth)
+        learned = event_figures(val, model._events(val, prob, model.thresholds, vetoed), truth)
         baseline = event_figures(val, detect_rules(val), truth)
         scores = {f"learned_{k}": v for k, v in learned.items()}
         scores |= {f"baseline_{k}": v for k, v in baseline.items()}
@@ -426,13 +426,18 @@ class HarvestPloughModel:
         prob = np.asarray(self.booster.predict(x, num_iteration=n_best), dtype=np.float32)
         return prob.reshape(len(series), len(series.days), -1)
 
-    def _events(self, series: SeasonSeries, prob: Array, thresholds: dict[str, float]) -> list[Event]:
-        events = _to_events(series, np.arange(len(series)), prob, thresholds, self.max_events)
+    def unploughed(self, series: SeasonSeries) -> set[str]:
+        """The parcels the ploughed classifier calls unploughed (their ploughings are vetoed)."""
         if self.ploughed is None:
-            return events
+            return set()
         table = self.ploughed.classify(series)
-        unploughed = set(table.loc[(table["status"] == "ok") & (table["p_conventional"] < 0.5), "parcel_id"])
-        return [e for e in events if not (e.kind == "ploughing" and e.parcel_id in unploughed)]
+        return set(table.loc[(table["status"] == "ok") & (table["p_conventional"] < 0.5), "parcel_id"])
+
+    def _events(
+        self, series: SeasonSeries, prob: Array, thresholds: dict[str, float], vetoed: set[str]
+    ) -> list[Event]:
+        events = _to_events(series, np.arange(len(series)), prob, thresholds, self.max_events)
+        return [e for e in events if not (e.kind == "ploughing" and e.parcel_id in vetoed)]
 
     def detect(self, series: SeasonSeries) -> list[Event]:
         """Harvest and ploughing events of the parcels with status ``ok`` (see :func:`parcel_status`)."""
@@ -440,7 +445,7 @@ class HarvestPloughModel:
         if not len(rows):
             return []
         part = series.subset(rows)
-        return self._events(part, self.probabilities(part), self.thresholds)
+        return self._events(part, self.probabilities(part), self.thresholds, self.unploughed(part))
 
     def save(self, folder: Path) -> None:
         """Write ``lightgbm.txt``, ``model.json`` (thresholds, card) and the ploughed classifier
