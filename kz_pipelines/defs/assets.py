@@ -81,7 +81,7 @@ def _write_store(storage: StorageResource, parts: tuple[str, ...], ds: xr.Datase
     path = storage.path(*parts)
     write_zarr(path, ds)
     write_bytes(path.with_suffix(".png"), quicklook)
-    storage.publish(path.with_suffix(".png").relative_to(storage.path()).as_posix())
+    storage.publish_path(path.with_suffix(".png"))
     return storage.url(*parts)
 
 

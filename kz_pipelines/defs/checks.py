@@ -50,7 +50,7 @@ def keeps_contract(fn: Callable[..., dg.MaterializeResult]) -> Callable[..., dg.
         storage, keys = kwargs["storage"], partition_keys(key, contract.partitions)
         failures = check(contract, storage.path(), keys)
         for path in output_files(contract, storage.path(), keys):  # to an object store root
-            storage.publish(path.relative_to(storage.path()).as_posix())
+            storage.publish_path(path)
         outcome = dg.AssetCheckResult(
             check_name="contract",
             passed=failures.empty,

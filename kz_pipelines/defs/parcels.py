@@ -114,7 +114,7 @@ def parcels(
     with atomic_path(path) as tmp:
         clean.to_parquet(tmp)
     write_json(path.with_name("hygiene.json"), report.__dict__)
-    storage.publish(path.with_name("hygiene.json").relative_to(storage.path()).as_posix())
+    storage.publish_path(path.with_name("hygiene.json"))
     for rule, ids in (
         ("rejected_duplicate", report.rejected_duplicate),
         ("rejected_invalid", report.rejected_invalid),

@@ -72,6 +72,10 @@ class StorageResource(dg.ConfigurableResource):
         """Upload an output written at ``path(*parts)`` to an object store (`StorageRoot.publish`)."""
         self.store().publish(*parts)
 
+    def publish_path(self, path: Path) -> None:
+        """`publish` the value written at ``path`` (under the local root)."""
+        self.publish(path.relative_to(self.path()).as_posix())
+
     def exists(self, *parts: str) -> bool:
         """Whether a value is there."""
         return self.store().exists(*parts)
