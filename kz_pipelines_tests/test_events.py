@@ -9,6 +9,8 @@ import xarray as xr
 
 from kz_pipelines.models.events import (
     Event,
+    day_anomalies,
+    day_anomaly,
     drop_s2_dates,
     event_scores,
     events_table,
@@ -64,6 +66,29 @@ def test_dropping_s2_days_removes_whole_acquisitions_and_keeps_s1() -> None:
     assert np.isnan(dropped.data["NDVI"][:, seen & ~kept]).all()
     np.testing.assert_array_equal(dropped.data["VH_asc"], s.data["VH_asc"])
     assert (s.counts["NDVI"] > 0).sum() == 3 * seen.sum()  # the original is untouched
+
+
+def test_day_anomalies_remove_what_moves_every_parcel_and_keep_a_parcels_own_change() -> None:
+    rng = np.random.default_rng(3)
+    own = rng.normal(-15.0, 1.0, (9, 30)).astype(np.float32)
+    own[4, 12:] += 3.0  # one parcel ploughed on day 12: its roughness jump
+    rain = np.where(np.arange(30) % 7 == 3, 4.0, 0.0).astype(np.float32)  # rain wets every field at once
+    seen = rng.random((9, 30)) < 0.6
+    seen[:, 5] = False  # a day nobody was observed
+    values = np.where(seen, own + rain, np.nan).astype(np.float32)
+    anomaly = day_anomaly(values)
+    np.testing.assert_allclose(anomaly, day_anomaly(np.where(seen, own, np.nan)), atol=1e-5)  # blind to rain
+    assert np.isnan(anomaly[~seen]).all()
+    assert np.isfinite(anomaly[seen]).all()
+    median = np.nanmedian(values[:, 20])
+    np.testing.assert_allclose(anomaly[:, 20], values[:, 20] - median, atol=1e-6)  # value minus the median
+    after, before = (np.nanmean(anomaly[4, a:b]) for a, b in ((12, 30), (0, 12)))
+    assert after - before > 2.0  # the ploughing stays
+    s = season_series(_tensor(), ["NDVI", "VH_asc"])
+    shifted = day_anomalies(s, ["VH_asc"])
+    np.testing.assert_array_equal(shifted.data["VH_asc"], day_anomaly(s.data["VH_asc"]))
+    np.testing.assert_array_equal(shifted.data["NDVI"], s.data["NDVI"])
+    assert shifted.counts is s.counts
 
 
 def test_matching_is_one_to_one_and_closest_first() -> None:

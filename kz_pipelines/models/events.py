@@ -30,6 +30,8 @@ __all__ = [
     "S1_FEATURES",
     "Event",
     "SeasonSeries",
+    "day_anomalies",
+    "day_anomaly",
     "drop_s2_dates",
     "event_scores",
     "events_table",
@@ -82,6 +84,24 @@ class SeasonSeries:
     def day_index(self, day: date | pd.Timestamp) -> int:
         """Position of ``day`` on the (daily, sorted) time axis."""
         return int(self.days.searchsorted(pd.Timestamp(day)))
+
+
+def day_anomaly(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """(parcels, days) each observation minus the median of the parcels observed that day (NaN where not
+    observed): what the region's weather does to every parcel at once (soil moisture after rain moves the
+    backscatter of all bare soil) is taken out, a parcel's own change (a ploughing's roughness) stays."""
+    seen = np.isfinite(values).any(axis=0)
+    median = np.full(values.shape[1], np.nan, np.float32)
+    median[seen] = np.nanmedian(values[:, seen], axis=0)
+    return (values - median).astype(np.float32)
+
+
+def day_anomalies(series: SeasonSeries, features: Sequence[str]) -> SeasonSeries:
+    """The series with ``features`` replaced by their :func:`day_anomaly` (counts unchanged)."""
+    data = dict(series.data) | {f: day_anomaly(series.data[f]) for f in features}
+    return SeasonSeries(
+        series.parcel_ids, series.days, data, series.counts, series.crop_class, series.area_ha
+    )
 
 
 def drop_s2_dates(series: SeasonSeries, fraction: float, seed: int = 0) -> SeasonSeries:

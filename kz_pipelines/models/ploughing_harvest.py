@@ -11,13 +11,15 @@ residue (no ploughing event); some fallow parcels are ploughed without a harvest
   cut) after the season's green peak that ends at a low NDVI; a ploughing the largest BI1 fall that ends
   with NDTI at the soil level and comes with a rise of S1 VV (roughness). The day is the middle of the
   step. On seed 1 it finds about half of the events: clouds leave S2 gaps of 15 days (median).
-* **Learned** (:class:`HarvestPloughModel`): every day of an arable parcel is a candidate, described by
-  the S2 observations just before and after it (values, steps, days to each) and the S1 means of each
-  orbit before and after it; a multiclass LightGBM scores none / harvest / ploughing and per type the
-  highest peak (at most ``max_events``) above a threshold chosen on validation parcels is the event, its
-  day the probability-weighted centre of the peak. A parcel-level classifier of "ploughed in the season"
-  (`kz_pipelines.models.tillage.TillageModel` on the tillage product's residue windows, trained on the
-  same truth: ploughed parcels against harvested ones that were not) vetoes the ploughing events of the
+* **Learned** (:class:`HarvestPloughModel`): every day of an arable parcel is a candidate, described by the
+  S2 observations just before and after it (values, steps, days to each) and the S1 means of each orbit
+  before and after it, also relative to the other parcels observed the same day (rain wets every field at
+  once; development seed 3: ploughing F1 0.91 -> 0.99 with these anomalies, as the training season's
+  moisture no longer shifts the roughness jump); a multiclass LightGBM scores none / harvest / ploughing and
+  per type the highest peak (at most ``max_events``) above a threshold chosen on validation parcels is the
+  event, its day the probability-weighted centre of the peak. A parcel-level classifier of "ploughed in the
+  season" (`kz_pipelines.models.tillage.TillageModel` on the tillage product's residue windows, trained on
+  the same truth: ploughed parcels against harvested ones that were not) vetoes the ploughing events of the
   parcels it calls unploughed, which keeps this product consistent with the tillage practice; on the
   development seed it removed most false ploughings, those on conservation-tillage parcels.
 
@@ -38,7 +40,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from kz_pipelines.labels import load_taxonomy
-from kz_pipelines.models.events import S1_FEATURES, Event, SeasonSeries, event_scores
+from kz_pipelines.models.events import S1_FEATURES, Event, SeasonSeries, day_anomaly, event_scores
 from kz_pipelines.models.tillage import TillageModel
 from kz_pipelines.storage import atomic_dir
 
@@ -157,15 +159,19 @@ def candidate_features(series: SeasonSeries) -> tuple[Array, tuple[str, ...]]:
     Per S2 feature: the last observation before the day, the first on or after it, and the steps between
     the nearest and between the means of the two nearest on each side; days since the last and until the
     next S2 observation; the season-to-date NDVI maximum. Per S1 feature (each orbit apart): the same
-    values and steps. Plus the day of year and the declared crop class.
+    values and steps, and again on its per-day anomaly (`kz_pipelines.models.events.day_anomaly`: the
+    region's soil-moisture swings after rain taken out, a ploughing's roughness jump kept). Plus the day of
+    year and the declared crop class.
 
     Returns:
         (parcels * days, features) float32 (rows parcel-major), feature names.
     """
     parcels, days = series.data["NDVI"].shape
     columns: dict[str, Array] = {}
-    for name in (*S2_INPUTS, *S1_INPUTS):
-        (b1, b2, a1, a2), last, nxt = _neighbours(series.data[name])
+    inputs = {name: series.data[name] for name in (*S2_INPUTS, *S1_INPUTS)}
+    inputs |= {f"{name}_anom": day_anomaly(series.data[name]) for name in S1_INPUTS}
+    for name, values in inputs.items():
+        (b1, b2, a1, a2), last, nxt = _neighbours(values)
         columns[f"{name}_before"] = b1
         columns[f"{name}_after"] = a1
         columns[f"{name}_step"] = a1 - b1
