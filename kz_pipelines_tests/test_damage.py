@@ -108,6 +108,18 @@ def test_mixed_edge_pixels_join_the_patch_they_touch() -> None:
         DamageRules(ratio=0.9, grow=0.2)
 
 
+def test_a_lone_early_low_date_does_not_start_the_damage() -> None:
+    # a late patch, low on the last 4 of 12 dates, under a cloud shadow the mask missed on the second: from
+    # that lone low date the patch would be low on 5 of 11 seen dates, under the persistence share (0.6)
+    rasters = _rasters(DAYS)
+    rasters[ONSET:8, 8:20, 6:16] = rasters[ONSET:8, 2:5, 20:24].mean()
+    rasters[1, 6:22, 4:18] = 0.35
+    table = damage_table(_stack_of(PARCELS, rasters), DamageRules()).set_index("parcel_id")
+    assert list(table["status"]) == ["damaged", "undamaged"]
+    assert table.loc["A", "damaged_ha"] == pytest.approx(1.2, rel=0.02)  # not the shadow's larger box
+    assert table.loc["A", "start_date"] == pd.Timestamp(DAYS[8])
+
+
 def test_a_patch_reaching_the_field_edge_keeps_the_edge_strip() -> None:
     # parcel A's west edge runs 4 m into pixel column 1, whose centre lies outside the field: that 4 m
     # strip is in no pixel footprint of the parcel (without it the patch would come out 2.8% short)

@@ -6,8 +6,9 @@ median NDVI. The rule baseline (:class:`DamageRules`): per parcel and clear date
 (parcel median NDVI at least ``min_parcel_ndvi`` and at least ``min_clear_fraction`` of its pixels
 clear), each pixel's NDVI relative to that date's parcel median; a pixel is damaged when it is below
 ``ratio`` on at least ``min_low_dates`` dates and on at least ``min_persistence`` of the green dates
-from its first low one onwards (damage does not recover before harvest; a cloud shadow the mask missed
-is one date). The mask is cleaned with a morphological opening and closing, components smaller than
+from its first low one that its next date confirms onwards (damage does not recover before harvest; a
+cloud shadow the mask missed is one date, and starts nothing: development seed 3, area error 9.1% ->
+6.2%). The mask is cleaned with a morphological opening and closing, components smaller than
 ``min_patch_px`` dropped, grown by hysteresis (neighbouring pixels that pass the same test at
 ``ratio + grow``, the patch's edge pixels that the sensor mixes with undamaged ground) and holes filled,
 then turned into polygons (``rasterio.features.shapes``), dissolved per parcel and clipped to it. The
@@ -74,7 +75,8 @@ class DamageRules:
         ratio: a pixel is low on a date when its green cover, ``(ndvi - soil_ndvi) / (median - soil_ndvi)``
             relative to the parcel's median, is below this.
         min_low_dates: a damaged pixel is low on at least this many green clear dates.
-        min_persistence: ...and on at least this share of the green clear dates from its first low one on.
+        min_persistence: ...and on at least this share of the green clear dates from its damage start
+            (its first low date confirmed by the next one) on.
         min_parcel_ndvi: a date counts only when the parcel's median NDVI is at least this (green cover).
         soil_ndvi: NDVI of bare soil and dry residue (no green cover).
         min_clear_fraction: a date counts only when at least this share of the parcel's pixels is clear.
@@ -206,11 +208,21 @@ def _clean(
 def _low(
     rel: npt.NDArray[np.float32], seen: npt.NDArray[np.bool_], ratio: float, rules: DamageRules
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """(dates, pixels) relative cover below ``ratio``, and the (pixels,) damaged ones: low on at least
-    ``min_low_dates`` dates and on ``min_persistence`` of the seen dates from their first low one."""
+    """(dates, pixels) relative cover below ``ratio`` from each pixel's damage start on, and the (pixels,)
+    damaged ones: low on at least ``min_low_dates`` dates and on ``min_persistence`` of the seen dates
+    from the start. The start is the first low date that the pixel's next seen date confirms (a lone low
+    date, a cloud shadow the mask missed, does not start the damage), else its first low date."""
     low = np.nan_to_num(rel, nan=1.0) < ratio
-    first = np.where(low.any(axis=0), low.argmax(axis=0), low.shape[0])
-    after = seen & (np.arange(low.shape[0])[:, None] >= first[None, :])
+    n, pixels = low.shape
+    seen_at = np.where(seen, np.arange(n)[:, None], n)
+    # per date and pixel, the pixel's next seen date (n: none)
+    following = np.vstack([np.minimum.accumulate(seen_at[::-1], axis=0)[::-1][1:], np.full((1, pixels), n)])
+    confirmed = low & np.take_along_axis(np.vstack([low, np.zeros((1, pixels), bool)]), following, axis=0)
+    first = np.where(
+        confirmed.any(axis=0), confirmed.argmax(axis=0), np.where(low.any(axis=0), low.argmax(axis=0), n)
+    )
+    after = seen & (np.arange(n)[:, None] >= first[None, :])
+    low &= after
     count = low.sum(axis=0)
     damaged = (count >= rules.min_low_dates) & (
         count >= rules.min_persistence * np.maximum(after.sum(axis=0), 1)
