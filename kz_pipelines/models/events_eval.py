@@ -1,12 +1,12 @@
 """`kz eval events`: every event product, baseline and learned side by side, on a held-out simulated seed.
 
-The evaluations' simulated seeds run through the pipeline (`kz_pipelines.defs.demo.heldout_runs`, the
-same runs as `kz eval croptype`): seed 1's season tensors and true tables train and choose each product's
-model, the held-out seed's (`HELDOUT_SEEDS`, seed 4) score it, never seen before. Each product module's
+The evaluations' simulated seeds run through the pipeline (`kz_pipelines.defs.demo.heldout_runs`; the training
+seed's run is `kz eval croptype`'s): seed 1's season tensors and true tables train and choose each product's
+model, the held-out seed's (`EVENTS_HELDOUT_SEEDS`, seed 5) score it, never seen before. Each product module's
 ``evaluate`` fits the learned model on seed 1 (validation parcels inside it choose between the rule-based
 baseline and the learned model) and reports both on the held-out seed; then again on it with half of its
-Sentinel-2 acquisition days removed (`kz_pipelines.models.events.drop_s2_dates`: S1 must carry the
-products through cloudy spells). Damage works on pixels: it reads the runs' stored scenes and cloud masks.
+Sentinel-2 acquisition days removed (`kz_pipelines.models.events.drop_s2_dates`: S1 must carry the products
+through cloudy spells). Damage works on pixels: it reads the runs' stored scenes and cloud masks.
 
 Targets (issue: events), on the model each product selects, with all S2 dates: mowing event F1 (±6 days)
 >= 0.90; harvest and ploughing event F1 >= 0.90 and date MAE <= 3 days; emergence date MAE <= 3 days;
@@ -65,16 +65,17 @@ def run(
         quick: the smoke-run region (too short a season for most products: they report why).
         reuse: keep complete pipeline runs of an earlier call.
     """
-    from kz_pipelines.defs.demo import HELDOUT_SEEDS, heldout_runs  # the Dagster pipeline, only for the runs
+    # the Dagster pipeline, only for the runs
+    from kz_pipelines.defs.demo import EVENTS_HELDOUT_SEEDS, heldout_runs
 
     t0 = time.perf_counter()
-    runs = heldout_runs(Path(work).resolve(), quick=quick, reuse=reuse, log=log)
-    train_run, test_run = (runs[seed] for seed in HELDOUT_SEEDS)
+    runs = heldout_runs(Path(work).resolve(), quick=quick, reuse=reuse, log=log, seeds=EVENTS_HELDOUT_SEEDS)
+    train_run, test_run = (runs[seed] for seed in EVENTS_HELDOUT_SEEDS)
     train, test = _series(train_run.storage, train_run.region), _series(test_run.storage, test_run.region)
     cloudy = drop_s2_dates(test, DROP_FRACTION, seed=0)
     figures: dict[str, float | int | str] = {
-        "train_seed": HELDOUT_SEEDS[0],
-        "test_seed": HELDOUT_SEEDS[1],
+        "train_seed": EVENTS_HELDOUT_SEEDS[0],
+        "test_seed": EVENTS_HELDOUT_SEEDS[1],
         "train_parcels": len(train),
         "test_parcels": len(test),
         "s2_days_dropped": DROP_FRACTION,
@@ -86,7 +87,7 @@ def run(
         }
         for seed, run in runs.items()
     }
-    train_truth, test_truth = (truth[seed] for seed in HELDOUT_SEEDS)
+    train_truth, test_truth = (truth[seed] for seed in EVENTS_HELDOUT_SEEDS)
     for name, (evaluate, table) in _SERIES_PRODUCTS.items():
         for variant, series in (("", test), ("cloudy_", cloudy)):
             log(f"{name}{' (half the S2 days dropped)' if variant else ''}")
