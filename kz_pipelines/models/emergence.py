@@ -19,14 +19,14 @@ S2 dates where the parcel's valid-pixel count is under ``min_valid_fraction`` of
   relative to its early level) minus its own lag; with too few S2 dates the VH estimate is used alone. The
   lags are medians calibrated on training parcels (:func:`calibrate_rules`).
 * **Learned model** (:class:`EmergenceModel`): LightGBM regression (L1) of the emergence day relative to a
-  reference day (NDVI half-amplitude crossing, else the VH midpoint) from the NDVI crossing days at
-  several levels and the gaps around them, NDVI and VH logistic fits, the NDTI step when the seedbed's
-  residue gives way to the crop, a logistic fit to the VH rise relative to the other parcels observed the
-  same day (`kz_pipelines.models.events.day_anomaly`: a rain's soil moisture moves every field's VH at
-  once, so the raw rise shifts from season to season; development seed 3: MAE 3.15 -> 2.86 d) and the
-  declared crop group; and a LightGBM classifier of
-  "sown in season" from the declared group and early-season NDVI and VH (mis-declared and unknown
-  classes). Both also learn from a copy of the training series with half the S2 dates dropped.
+  reference day (NDVI half-amplitude crossing, else the VH midpoint) from the NDVI crossing days at several
+  levels and the gaps around them, NDVI and VH logistic fits, the NDTI step when the seedbed's residue gives
+  way to the crop, a logistic fit to the VH rise relative to the other parcels observed the same day
+  (`kz_pipelines.models.events.day_anomaly`: a rain's soil moisture moves every field's VH at once, so the
+  raw rise shifts from season to season; development seed 3: MAE 3.15 -> 2.86 d) and the declared crop
+  group; and a LightGBM classifier of "sown in season" from the declared group and early-season NDVI and VH
+  (mis-declared and unknown classes). Both also learn from a copy of the training series with half the S2
+  dates dropped.
 
 Days are day numbers on the series' daily axis (index into ``SeasonSeries.days``).
 """
