@@ -41,6 +41,7 @@ from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
 
+from kz_pipelines.models.events import next_observed
 from kz_pipelines.parcels import EQUAL_AREA_EPSG, tile_parcels
 from kz_pipelines.raster import GridSpec
 from kz_pipelines.scenes import open_scenes, store_grid
@@ -214,9 +215,7 @@ def _low(
     date, a cloud shadow the mask missed, does not start the damage), else its first low date."""
     low = np.nan_to_num(rel, nan=1.0) < ratio
     n, pixels = low.shape
-    seen_at = np.where(seen, np.arange(n)[:, None], n)
-    # per date and pixel, the pixel's next seen date (n: none)
-    following = np.vstack([np.minimum.accumulate(seen_at[::-1], axis=0)[::-1][1:], np.full((1, pixels), n)])
+    following = next_observed(seen.T, strictly=True).T  # per date and pixel, its next seen date (n: none)
     confirmed = low & np.take_along_axis(np.vstack([low, np.zeros((1, pixels), bool)]), following, axis=0)
     first = np.where(
         confirmed.any(axis=0), confirmed.argmax(axis=0), np.where(low.any(axis=0), low.argmax(axis=0), n)

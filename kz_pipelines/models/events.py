@@ -36,6 +36,7 @@ __all__ = [
     "event_scores",
     "events_table",
     "match_days",
+    "next_observed",
     "season_series",
     "truth_events",
 ]
@@ -84,6 +85,14 @@ class SeasonSeries:
     def day_index(self, day: date | pd.Timestamp) -> int:
         """Position of ``day`` on the (daily, sorted) time axis."""
         return int(self.days.searchsorted(pd.Timestamp(day)))
+
+
+def next_observed(observed: npt.NDArray[np.bool_], strictly: bool = False) -> npt.NDArray[np.int64]:
+    """(rows, days) index of each row's first observed day on or after each day (``strictly``: after it);
+    ``days`` where there is none."""
+    n = observed.shape[1]
+    idx = np.minimum.accumulate(np.where(observed, np.arange(n), n)[:, ::-1], axis=1)[:, ::-1]
+    return np.concatenate([idx[:, 1:], np.full((len(idx), 1), n)], axis=1) if strictly else idx
 
 
 def day_anomaly(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -40,7 +40,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from kz_pipelines.labels import load_taxonomy
-from kz_pipelines.models.events import S1_FEATURES, Event, SeasonSeries, day_anomaly, event_scores
+from kz_pipelines.models.events import (
+    S1_FEATURES,
+    Event,
+    SeasonSeries,
+    day_anomaly,
+    event_scores,
+    next_observed,
+)
 from kz_pipelines.models.tillage import TillageModel
 from kz_pipelines.storage import atomic_dir
 
@@ -123,13 +130,6 @@ def _last_index(observed: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     return np.concatenate([np.full((len(idx), 1), -1), upto[:, :-1]], axis=1)
 
 
-def _next_index(observed: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
-    """(parcels, days) index of the first observed day on or after each day (days: none)."""
-    n = observed.shape[1]
-    idx = np.where(observed, np.arange(n), n)
-    return np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1]
-
-
 def _take(values: Array, index: npt.NDArray[np.int64]) -> Array:
     """values[p, index[p, d]], NaN where the index is outside the season."""
     n = values.shape[1]
@@ -144,11 +144,10 @@ def _neighbours(values: Array) -> tuple[list[Array], npt.NDArray[np.int64], npt.
         ([before1, before2, after1, after2] values, (parcels, days) each), index of before1, of after1.
     """
     observed = np.isfinite(values)
-    last, nxt = _last_index(observed), _next_index(observed)
+    last, nxt = _last_index(observed), next_observed(observed)
     n = values.shape[1]
-    last2 = np.take_along_axis(_last_index(observed), np.clip(last, 0, n - 1), axis=1)
-    last2 = np.where(last >= 0, last2, -1)
-    after_next = np.concatenate([_next_index(observed)[:, 1:], np.full((len(values), 1), n)], axis=1)
+    last2 = np.where(last >= 0, np.take_along_axis(last, np.clip(last, 0, n - 1), axis=1), -1)
+    after_next = next_observed(observed, strictly=True)
     nxt2 = np.where(nxt < n, np.take_along_axis(after_next, np.clip(nxt, 0, n - 1), axis=1), n)
     return [_take(values, i) for i in (last, last2, nxt, nxt2)], last, nxt
 
