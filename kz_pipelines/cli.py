@@ -131,9 +131,7 @@ def tiles_add(
 ) -> None:
     """Register tiles on the Dagster instance of DAGSTER_HOME (every day x tile and season x tile asset gets
     their partitions)."""
-    import dagster as dg
-
-    from kz_pipelines.defs.partitions import TILE_PARTITIONS
+    from kz_pipelines.defs.partitions import register_tiles  # the Dagster wiring, only for this command
     from kz_pipelines.tiles import s2_tile
 
     for tile in tiles:
@@ -141,10 +139,7 @@ def tiles_add(
             s2_tile(tile)
         except ValueError as exc:
             raise UserFacingError(f"{tile}: not an MGRS tile ({exc})") from None
-    with dg.DagsterInstance.get() as instance:
-        name = TILE_PARTITIONS.name or "tile"
-        instance.add_dynamic_partitions(name, tiles)
-        typer.echo(f"tiles: {', '.join(instance.get_dynamic_partitions(name))}")
+    typer.echo(f"tiles: {', '.join(register_tiles(tiles))}")
 
 
 @stac_app.command("serve")

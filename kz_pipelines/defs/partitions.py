@@ -45,3 +45,11 @@ with warnings.catch_warnings():  # both mappings are beta in Dagster 1.12; their
 
     SEASON_DIMENSION: dg.PartitionMapping = dg.MultiToSingleDimensionPartitionMapping("season")
     """A season asset and the season x tile partitions of that season (either way round)."""
+
+
+def register_tiles(tiles: list[str]) -> list[str]:
+    """Add ``tiles`` to the tile partitions of the instance of DAGSTER_HOME; every tile registered there."""
+    with dg.DagsterInstance.get() as instance:
+        name = TILE_PARTITIONS.name or "tile"
+        instance.add_dynamic_partitions(name, tiles)
+        return list(instance.get_dynamic_partitions(name))
