@@ -36,3 +36,29 @@ def test_the_check_fails_when_dagster_is_imported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+HEAVY = ("torch", "lightgbm", "sklearn", "segmentation_models_pytorch")
+"""Libraries only some steps use: the code location must not load them (every run and every Kubernetes step
+pod loads it before its work)."""
+
+
+def _loaded_by(module: str) -> list[str]:
+    code = (
+        "import importlib, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(','.join(sorted(h for h in {HEAVY!r} if h in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_code_locations_load_without_the_heavy_model_libraries() -> None:
+    for location in ("kz_pipelines.definitions", "kz_pipelines.definitions_k8s"):
+        assert _loaded_by(location) == [], location
+
+
+def test_the_heavy_library_check_sees_an_import() -> None:
+    # the steps that mask or train still import them where they run
+    assert _loaded_by("kz_pipelines.cloudmask.predict") == ["torch"]
+    assert "lightgbm" in _loaded_by("kz_pipelines.models.crop_type")

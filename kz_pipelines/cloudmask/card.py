@@ -14,14 +14,15 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import kz_pipelines
 from kz_pipelines.cloudmask.classes import CLASS_NAMES, Normalization
 from kz_pipelines.cloudmask.net import ModelSpec, build_model
 from kz_pipelines.storage import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["CARD_FILE", "WEIGHTS_FILE", "ModelCard", "code_version", "load_model", "save_model"]
 

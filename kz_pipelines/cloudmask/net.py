@@ -7,17 +7,19 @@ Three presets (:data:`PRESETS`), each a :class:`ModelSpec`:
 - ``tiny``: a U-Net on a three-stage LCNet-0.35 encoder with a slim decoder, for tests and demos. It has no
   global pooling, so tiled inference reproduces whole-image inference away from tile borders exactly.
 
-``segmentation_models_pytorch`` is imported only when a model is built, so this module imports without it.
+``segmentation_models_pytorch`` and torch are imported only when a model is built, so this module (the specs)
+imports without them, and so does the code location that names a model's code version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from kz_pipelines.cloudmask.classes import N_CLASSES, band_set
 
@@ -122,6 +124,7 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         multiples of ``spec.size_multiple``.
     """
     import segmentation_models_pytorch as smp  # lazy: an optional heavy dependency
+    import torch
 
     common: dict[str, Any] = {
         "encoder_name": spec.encoder,
@@ -148,6 +151,7 @@ def gflop_per_tile(model: nn.Module, bands: int, tile: int, device: torch.device
     """Forward GFLOP of one ``tile`` x ``tile`` sub-tile (a multiply-add counted as 2), counted in
     evaluation mode (a batch of one cannot pass DeepLabv3+'s pooled batch normalization in training mode);
     the model's mode is restored."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros((1, bands, tile, tile), device=device)

@@ -8,20 +8,9 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from kz_pipelines.cloudmask import (
-    TrainConfig,
-    chips_from_region,
-    code_version,
-    load_model,
-    model_spec,
-    predict_scene,
-    save_model,
-    split_by_source,
-    train,
-)
-from kz_pipelines.cloudmask.chips import load_chip
-from kz_pipelines.cloudmask.report import class_fractions, confusion_png, mask_overlay_png, training_curve_png
-from kz_pipelines.cloudmask.train import evaluate
+from kz_pipelines.cloudmask.card import code_version, load_model, save_model
+from kz_pipelines.cloudmask.chips import chips_from_region, load_chip
+from kz_pipelines.cloudmask.net import model_spec
 from kz_pipelines.defs.assets import s2_scenes
 from kz_pipelines.defs.checks import contract_check, keeps_contract
 from kz_pipelines.defs.conditions import GPU_RETRY
@@ -112,6 +101,11 @@ def cloud_mask_model(
     stac: StacResource,
     storage: StorageResource,
 ) -> dg.MaterializeResult:
+    # torch and matplotlib are imported by the steps that use them, not by the code location (see
+    # kz_pipelines.cloudmask)
+    from kz_pipelines.cloudmask.report import confusion_png, training_curve_png
+    from kz_pipelines.cloudmask.train import TrainConfig, evaluate, split_by_source, train
+
     region = Path(config.region or stac.catalog)
     chips_dir = storage.path("cloud_mask", "chips", context.run.run_id)  # this run's, removed after training
     try:
@@ -178,6 +172,9 @@ def cloud_mask_model(
 def s2_cloud_mask(
     context: dg.AssetExecutionContext, masker: CloudMaskResource, storage: StorageResource
 ) -> dg.MaterializeResult:
+    from kz_pipelines.cloudmask.predict import predict_scene
+    from kz_pipelines.cloudmask.report import class_fractions, mask_overlay_png
+
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
     store = storage.fetch("scenes", "s2_l2a", tile, f"{day}.zarr", missing_ok=True)

@@ -16,15 +16,6 @@ from kz_pipelines.defs.parcels import declared_parcels, parcel_timeseries, seaso
 from kz_pipelines.defs.partitions import SEASON_DIMENSION, SEASON_PARTITIONS, SEASON_TILE, TILE_PARTITIONS
 from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
 from kz_pipelines.labels import best_labels, declared_labels, load_taxonomy
-from kz_pipelines.models.crop_type import (
-    CropTypeConfig,
-    disagreements,
-    load_crop_model,
-    out_of_fold_proba,
-    save_crop_model,
-    score_tensor,
-    train_crop_model,
-)
 from kz_pipelines.models.features import MIN_CLEAR_FRACTION, parcel_features
 from kz_pipelines.plots import bars_png, category_colours, confusion_png, map_png
 from kz_pipelines.splits import SplitSpec, split
@@ -101,6 +92,14 @@ def crop_type_model(
     parcel_source: ParcelSourceResource,
     storage: StorageResource,
 ) -> dg.MaterializeResult:
+    # LightGBM, scikit-learn and torch load with the step that uses them, not with the code location
+    from kz_pipelines.models.crop_type import (
+        CropTypeConfig,
+        out_of_fold_proba,
+        save_crop_model,
+        train_crop_model,
+    )
+
     season = int(context.partition_key)
     tiles = context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile")
     ds = season_tensor(storage, season, tiles).load()
@@ -218,6 +217,8 @@ def crop_type_model(
 def crop_type_predictions(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
+    from kz_pipelines.models.crop_type import disagreements, load_crop_model, score_tensor
+
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
     folder = storage.pointed_folder(

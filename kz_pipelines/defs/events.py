@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import geopandas as gpd
@@ -27,14 +28,15 @@ from kz_pipelines.defs.partitions import (
     TILE_PARTITIONS,
 )
 from kz_pipelines.defs.resources import ParcelSourceResource, StorageResource
-from kz_pipelines.models import ploughing_harvest
-from kz_pipelines.models.damage import NoScenesError, load_stack, write_damage
-from kz_pipelines.models.damage import damage_areas as damage_areas_of
-from kz_pipelines.models.event_models import PRODUCTS, EventModels, FieldLabels, train_event_models
 from kz_pipelines.models.events import SeasonSeries, season_series
-from kz_pipelines.models.mowing import compliance
 from kz_pipelines.plots import map_png, series_png
 from kz_pipelines.storage import atomic_path
+
+if TYPE_CHECKING:
+    from kz_pipelines.models.event_models import EventModels
+
+# The event models (LightGBM, scikit-learn, SciPy) load with the steps that use them, not with the code
+# location, which every run and every Kubernetes step pod loads.
 
 _events_asset = functools.partial(dg.asset, group_name="events", owners=["team:models"])
 """The event assets: in the events group."""
@@ -84,6 +86,9 @@ def event_models(
     parcel_source: ParcelSourceResource,
     storage: StorageResource,
 ) -> dg.MaterializeResult:
+    from kz_pipelines.models.damage import NoScenesError, load_stack
+    from kz_pipelines.models.event_models import PRODUCTS, FieldLabels, train_event_models
+
     season = int(context.partition_key)
     tiles = sorted(context.instance.get_dynamic_partitions(TILE_PARTITIONS.name or "tile"))
     series = _series(season_tensor(storage, season, tiles).load())
@@ -130,7 +135,9 @@ def event_models(
     )
 
 
-def _models(storage: StorageResource, season: int) -> EventModels:
+def _models(storage: StorageResource, season: int) -> "EventModels":
+    from kz_pipelines.models.event_models import EventModels
+
     return EventModels.load(
         storage.pointed_folder(
             "models",
@@ -144,7 +151,7 @@ def _models(storage: StorageResource, season: int) -> EventModels:
 
 def _inputs(
     context: dg.AssetExecutionContext, storage: StorageResource
-) -> tuple[int, str, SeasonSeries, EventModels]:
+) -> tuple[int, str, SeasonSeries, "EventModels"]:
     """The partition's season and tile, the tile's season series and the season's event models."""
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
@@ -222,6 +229,8 @@ def _status_counts(status: pd.Series) -> dg.MetadataValue:
 def mowing_events(
     context: dg.AssetExecutionContext, config: MowingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    from kz_pipelines.models.mowing import compliance
+
     season, tile, series, models = _inputs(context, storage)
     deadline = _deadline(config.deadline, season)
     events, status = models.mowing_events(series)
@@ -279,6 +288,8 @@ def _per_parcel(
 def ploughing_harvest_events(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
+    from kz_pipelines.models import ploughing_harvest
+
     season, tile, series, models = _inputs(context, storage)
     events = models.harvest_plough_events(series)
     table = _per_parcel(
@@ -387,6 +398,9 @@ def tillage_practice(context: dg.AssetExecutionContext, storage: StorageResource
 )
 @keeps_contract
 def damage_areas(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    from kz_pipelines.models.damage import damage_areas as damage_areas_of
+    from kz_pipelines.models.damage import write_damage
+
     keys = context.partition_key.keys_by_dimension
     season, tile = int(keys["season"]), keys["tile"]
     models = _models(storage, season)
