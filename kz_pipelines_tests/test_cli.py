@@ -208,6 +208,9 @@ def test_bench_orchestration_json_measures_a_real_backfill(postgres: dict[str, s
     figures = result["figures"]
     assert figures["backfill_status"] == "COMPLETED_SUCCESS"
     assert figures["partitions"] == figures["partitions_materialized"] == 4
+    assert figures["asset_partitions_materialized"] == 4 * figures["assets"]
+    assert figures["daemons_unhealthy"] == "none"
+    assert figures["mask_step_torch_load_s"] > 0  # the code location itself loads without torch
     assert figures["partitions_per_min"] > 0
     assert figures["daemon_backfill_ticks"] > 0  # read from the real daemon's log
     assert 0 < figures["graphql_partition_stats_median_s"] <= figures["graphql_partition_stats_max_s"]

@@ -97,6 +97,12 @@ class Services:
         bar)."""
         return dict(self.graphql(_STATS, {"path": [asset]})["assetNodeOrError"]["partitionStats"])
 
+    def unhealthy_daemons(self) -> list[str]:
+        """The required daemons the instance does not call healthy (no heartbeat within its tolerance), as
+        the UI's Deployment > Daemons page shows them."""
+        statuses = self.graphql(_DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        return sorted(d["daemonType"] for d in statuses if d["required"] and not d["healthy"])
+
 
 _LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
@@ -119,6 +125,10 @@ query($id: String!) {
     ... on PythonError { message }
   }
 }
+"""
+
+_DAEMONS = """
+query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }
 """
 
 _STATS = """

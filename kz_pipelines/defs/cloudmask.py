@@ -172,15 +172,16 @@ def cloud_mask_model(
 def s2_cloud_mask(
     context: dg.AssetExecutionContext, masker: CloudMaskResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    from kz_pipelines.cloudmask.predict import predict_scene
-    from kz_pipelines.cloudmask.report import class_fractions, mask_overlay_png
-
     keys = context.partition_key.keys_by_dimension
     day, tile = date.fromisoformat(keys["date"]), keys["tile"]
     store = storage.fetch("scenes", "s2_l2a", tile, f"{day}.zarr", missing_ok=True)
     if not store.exists():
         context.log.info("no S2 scene for this day and tile: nothing to mask")
         return dg.MaterializeResult(metadata={"scenes": 0, "empty": True})
+    # torch loads only on a day with a scene to mask
+    from kz_pipelines.cloudmask.predict import predict_scene
+    from kz_pipelines.cloudmask.report import class_fractions, mask_overlay_png
+
     model, card = load_model(masker.folder(storage))
     ds = open_scenes(store)
     grid = store_grid(ds)

@@ -95,14 +95,21 @@ class Cluster:
 
 
 def project(
-    tiles: int, s2_per_tile: int, s1_per_tile: int, code_load_s: float, cluster: Cluster, costs: SceneCosts
+    tiles: int,
+    s2_per_tile: int,
+    s1_per_tile: int,
+    code_load_s: float,
+    torch_load_s: float,
+    cluster: Cluster,
+    costs: SceneCosts,
 ) -> dict[str, float]:
     """Wall time and CPU/GPU hours of a season backfill of the scene-level assets on ``cluster``.
 
     Every scene costs its load and its statistics (every feature is one band-date) on CPU; every S2 scene
-    its mask on a GPU; every partition (day x tile) is one run pod plus a pod per step, each a fresh
-    process loading the code location (``code_load_s``, measured). CPU and GPU work overlap across
-    partitions; the wall time is the larger of the two shares, each spread over its slots.
+    its mask on a GPU, whose pod also imports torch (``torch_load_s``, measured); every partition (day x
+    tile) is one run pod plus a pod per step, each a fresh process loading the code location
+    (``code_load_s``, measured). CPU and GPU work overlap across partitions; the wall time is the larger of
+    the two shares, each spread over its slots.
     """
     days_x_tiles = tiles * 214
     s2, s1 = tiles * s2_per_tile, tiles * s1_per_tile
@@ -110,6 +117,7 @@ def project(
         s2 * (costs.s2_load_cpu_s + len(S2_FEATURES) * costs.zonal_band_date_cpu_s)
         + s1 * (costs.s1_load_cpu_s + len(S1_FEATURES) * costs.zonal_band_date_cpu_s)
         + days_x_tiles * (1 + len(SCENE_ASSETS)) * code_load_s
+        + s2 * torch_load_s
     )
     gpu_s = s2 * costs.s2_mask_gpu_s
     slots = cluster.cpu_nodes * cluster.cores // cluster.step_cores
@@ -191,10 +199,8 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def _code_load_s() -> float:
-    """Seconds a fresh process takes to load the Kubernetes code location (what every run and step pod
-    pays before its work), best of three."""
-    code = "import kz_pipelines.definitions_k8s"
+def _load_s(code: str) -> float:
+    """Seconds a fresh process takes to run ``code`` (imports), best of three."""
     times = []
     for _ in range(3):
         began = time.perf_counter()
@@ -259,9 +265,17 @@ def run(
         latencies: list[float] = []
         progress: list[tuple[float, int]] = [(0.0, 0)]
         status, stalled, stopped = "REQUESTED", False, False
+        unhealthy: dict[str, int] = {}  # daemon -> checks that found it without a recent heartbeat
+        polls = health_checks = 0
         while status in ("REQUESTED", "CANCELING"):
             time.sleep(10)
+            polls += 1
             status = services.backfill_status(backfill)
+            if polls % 6 == 0:  # once a minute, as the UI's Deployment page would show it
+                health_checks += 1
+                for daemon in services.unhealthy_daemons():
+                    unhealthy[daemon] = unhealthy.get(daemon, 0) + 1
+                    log(f"orchestration: the {daemon} daemon is not healthy (no recent heartbeat)")
             asked = time.perf_counter()
             stats = services.partition_stats("parcel_observations")
             latencies.append(time.perf_counter() - asked)
@@ -283,17 +297,27 @@ def run(
         s2_per_tile, s1_per_tile = _scenes_per_tile(services.region)
     done = progress[-1][1] if stopped else min(s["numMaterialized"] for s in final.values())
     failed = max(s["numFailed"] for s in final.values())
+    stall = stalled or bool(unhealthy)
     per_min = done / (wall_s / 60) if wall_s > 0 else 0.0
     # the per-run cost of orchestration on this machine: the run's wall share of both cores
     run_overhead_s = wall_s * 2 / max(1, done)
-    code_load_s = _code_load_s()
+    # what every run and step pod pays before its work, and what the masking step adds on a day with a scene
+    code_load_s = _load_s("import kz_pipelines.definitions_k8s")
+    with_torch_s = _load_s("import kz_pipelines.definitions_k8s, kz_pipelines.cloudmask.predict")
+    torch_load_s = max(0.0, with_torch_s - code_load_s)
     latency = _quantiles(latencies)
     tick = _quantiles(ticks)
     scale = {
         f"{n}_tiles_{key}": value
         for n in (6, 100)
         for key, value in project(
-            n, s2_per_tile * 214 // n_days, s1_per_tile * 214 // n_days, code_load_s, cluster, COSTS
+            n,
+            s2_per_tile * 214 // n_days,
+            s1_per_tile * 214 // n_days,
+            code_load_s,
+            torch_load_s,
+            cluster,
+            COSTS,
         ).items()
     }
     figures: dict[str, float | int | str] = {
@@ -303,6 +327,7 @@ def run(
         "pool_slots_gpu_stac": STAND_IN_POOL_SLOTS,
         "backfill_status": status,
         "partitions_materialized": done,
+        "asset_partitions_materialized": sum(s["numMaterialized"] for s in final.values()),
         "partitions_failed": failed,
         "wall_s": round(wall_s, 1),
         "partitions_per_min": round(per_min, 2),
@@ -310,10 +335,13 @@ def run(
         "hours_to_complete_here": round(len(keys) / per_min / 60, 2) if per_min else "never",
         "run_overhead_cpu_s": round(run_overhead_s, 1),
         "code_location_load_s": round(code_load_s, 2),
+        "mask_step_torch_load_s": round(torch_load_s, 2),
         **{f"graphql_partition_stats_{k}_s": v for k, v in latency.items()},
         **{f"daemon_backfill_tick_{k}_s": v for k, v in tick.items()},
         "daemon_backfill_ticks": len(ticks),
         "stalled": int(stalled),
+        "daemon_health_checks": health_checks,
+        "daemons_unhealthy": ", ".join(f"{d} ({n}x)" for d, n in sorted(unhealthy.items())) or "none",
         "cluster": f"{cluster.cpu_nodes} CPU nodes x {cluster.cores} cores, {cluster.gpus} GPUs",
         "s2_scenes_per_tile_season": s2_per_tile * 214 // n_days,
         "s1_scenes_per_tile_season": s1_per_tile * 214 // n_days,
@@ -321,7 +349,7 @@ def run(
         "costs_from": COSTS.source,
     }
     targets = {
-        "stalls": Target(int(stalled), "<=", 0),
+        "stalls": Target(int(stall), "<=", 0),
         "partitions_failed": Target(failed, "<=", 0),
     }
     return BenchResult(name="orchestration", figures=figures, targets=targets)
