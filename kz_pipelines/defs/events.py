@@ -1,5 +1,8 @@
 """Event assets: the season's event models (from the inspectors' field labels) and, per season x tile,
-mowing, ploughing/harvest, emergence, damage and tillage (`kz_pipelines.models.event_models`)."""
+mowing, ploughing/harvest, emergence, damage and tillage (`kz_pipelines.models.event_models`).
+
+The event models (LightGBM, scikit-learn, SciPy) are imported by the steps that use them, not by the code
+location, which every run and every Kubernetes step pod loads."""
 
 import functools
 import time
@@ -34,9 +37,6 @@ from kz_pipelines.storage import atomic_path
 
 if TYPE_CHECKING:
     from kz_pipelines.models.event_models import EventModels
-
-# The event models (LightGBM, scikit-learn, SciPy) load with the steps that use them, not with the code
-# location, which every run and every Kubernetes step pod loads.
 
 _events_asset = functools.partial(dg.asset, group_name="events", owners=["team:models"])
 """The event assets: in the events group."""
