@@ -26,7 +26,8 @@ from kz_pipelines.bench import BenchResult, Target
 from kz_pipelines.bench.ingest import _item, _region
 from kz_pipelines.cloudmask.classes import Normalization
 from kz_pipelines.cloudmask.net import build_model, gflop_per_tile, model_spec
-from kz_pipelines.cloudmask.predict import predict_scene, resolve_device
+from kz_pipelines.cloudmask.predict import predict_scene
+from kz_pipelines.devices import resolve_device
 from kz_pipelines.ingest import load_s2_scene, scene_grid
 from kz_pipelines.storage import write_cog
 

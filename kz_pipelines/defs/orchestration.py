@@ -266,13 +266,12 @@ def run(
         progress: list[tuple[float, int]] = [(0.0, 0)]
         status, stalled, stopped = "REQUESTED", False, False
         unhealthy: dict[str, int] = {}  # daemon -> checks that found it without a recent heartbeat
-        polls = health_checks = 0
+        polls = 0
         while status in ("REQUESTED", "CANCELING"):
             time.sleep(10)
             polls += 1
             status = services.backfill_status(backfill)
             if polls % 6 == 0:  # once a minute, as the UI's Deployment page would show it
-                health_checks += 1
                 for daemon in services.unhealthy_daemons():
                     unhealthy[daemon] = unhealthy.get(daemon, 0) + 1
                     log(f"orchestration: the {daemon} daemon is not healthy (no recent heartbeat)")
@@ -340,7 +339,7 @@ def run(
         **{f"daemon_backfill_tick_{k}_s": v for k, v in tick.items()},
         "daemon_backfill_ticks": len(ticks),
         "stalled": int(stalled),
-        "daemon_health_checks": health_checks,
+        "daemon_health_checks": polls // 6,
         "daemons_unhealthy": ", ".join(f"{d} ({n}x)" for d, n in sorted(unhealthy.items())) or "none",
         "cluster": f"{cluster.cpu_nodes} CPU nodes x {cluster.cores} cores, {cluster.gpus} GPUs",
         "s2_scenes_per_tile_season": s2_per_tile * 214 // n_days,
